@@ -144,7 +144,7 @@ def clean_segment(start: float, end: float, duration: float, where: str) -> tupl
 
     THUMOS14 video_test_0000270 has segments ending after the video: the official evaluation
     keeps them, so we clip rather than drop. Returns ``None`` for a segment that lies wholly
-    past the end of the video (after warning).
+    past the end of the video -- never: such segments are kept unchanged (see below).
     """
     if not (start == start and end == end):  # NaN
         raise AcnError(f"{where}: segment has a NaN time ({start}, {end})")
@@ -154,9 +154,11 @@ def clean_segment(start: float, end: float, duration: float, where: str) -> tupl
         raise AcnError(f"{where}: segment end {end} is before its start {start}")
     if duration > 0 and end > duration:
         if start >= duration:
+            # Kept as given: the official THUMOS14 evaluation counts these as ground truth
+            # (26 such test segments in video_test_0000270), so dropping them would inflate mAP.
             warnings.warn(f"{where}: segment [{start}, {end}] starts after the video ends "
-                          f"({duration:.2f} s); dropped", stacklevel=2)
-            return None
+                          f"({duration:.2f} s); kept as ground truth", stacklevel=2)
+            return float(start), float(end)
         warnings.warn(f"{where}: segment [{start}, {end}] ends after the video ({duration:.2f} s); "
                       "clipped", stacklevel=2)
         end = duration
