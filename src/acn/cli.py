@@ -1,0 +1,76 @@
+"""The ``acn`` command line: thin subcommands over the Python API.
+
+Errors a user can cause (:class:`acn.errors.AcnError`) print one line, ``acn: error: ...``, and
+exit with status 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+
+from acn import __version__
+from acn.errors import AcnError
+
+# name -> (module with add_arguments/run, one-line help). Modules are imported lazily so that
+# `acn --help` stays fast and optional dependencies (PyAV, OpenCV) load only when needed.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("acn.cli_run", "synthesise data, train, localize, evaluate and plot, end to end"),
+    "synth": ("acn.cli_synth", "write a synthetic two-stream dataset"),
+    "train": ("acn.cli_run", "train the base model and the regression networks"),
+    "localize": ("acn.cli_run", "localize actions: a dataset subset or one video file"),
+    "evaluate": ("acn.cli_evaluate", "mAP of a results JSON against ground truth"),
+    "ablate": ("acn.cli_run", "the paper's ablation tables (alpha, scoring, streams, baselines)"),
+    "baseline": ("acn.cli_run", "CAS-thresholding baseline detections from a trained run"),
+    "extract": ("acn.cli_extract", "I3D RGB + flow features from video files"),
+    "convert": ("acn.cli_convert", "copy a dataset into the canonical (pickle-free) layout"),
+    "plot": ("acn.cli_run", "timeline plots of detections, SCP and attention"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="acn", description="Action Coherence Network: weakly-supervised temporal action "
+        "localization from two-stream snippet features.")
+    parser.add_argument("--version", action="version", version=f"acn {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks on errors")
+        mod = importlib.import_module(module)
+        adder = getattr(mod, f"add_{name}_arguments", None) or mod.add_arguments
+        adder(p)
+        p.set_defaults(_module=module, _command=name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    debug = bool(getattr(args, "debug", False))
+    if not debug:
+        # Library warnings (e.g. clipped segments) are shown once, without source lines.
+        warnings.showwarning = lambda msg, cat, *a, **k: print(f"acn: warning: {msg}", file=sys.stderr)
+    mod = importlib.import_module(args._module)
+    runner = getattr(mod, f"run_{args._command}", None) or mod.run
+    try:
+        return int(runner(args) or 0)
+    except AcnError as e:
+        if debug:
+            raise
+        print(f"acn: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("acn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

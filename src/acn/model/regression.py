@@ -1,0 +1,79 @@
+"""Multi-anchor dilated temporal-conv regression networks (paper Sec. 3.2).
+
+One network per anchor size P, slid along a stream's snippet features::
+
+    Conv1d(D -> F, k=3, dilation d, zero padding d) -> ReLU
+    Conv1d(F -> F, k=3, dilation d, zero padding d) -> ReLU
+    Conv1d(F -> 2, k=1)                              -> r = (r_s, r_e) per snippet
+
+with F = 256 filters and d = max(1, P // 4) (the paper's d = P/4 is below 1 for P < 4).
+The decoding of r into boundaries (Eqs. 5-6) lives in :mod:`acn.localize.proposals`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def dilation_for(anchor: int) -> int:
+    """The paper's d = P/4, floored and at least 1 (P in snippets)."""
+    return max(1, int(anchor) // 4)
+
+
+class AnchorRegressor(nn.Module):
+    """The three-layer dilated conv net of one anchor size."""
+
+    def __init__(self, in_dim: int, anchor: int, filters: int = 256, zero_init: bool = True):
+        super().__init__()
+        d = dilation_for(anchor)
+        self.anchor = int(anchor)
+        self.conv1 = nn.Conv1d(in_dim, filters, 3, dilation=d, padding=d)
+        self.conv2 = nn.Conv1d(filters, filters, 3, dilation=d, padding=d)
+        self.out = nn.Conv1d(filters, 2, 1)
+        if zero_init:
+            # r = 0 decodes to sigmoid(0) - 1/2 = 0: training starts from the plain anchors
+            # instead of random offsets of up to +-P/2.
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, D, T) features (zero beyond each video's end); mask: (B, 1, T) float.
+
+        Returns r: (B, 2, T). Intermediate activations are re-zeroed beyond each video's end
+        so that a video's output in a padded batch equals its output alone (zero padding).
+        """
+        h = torch.relu(self.conv1(x))
+        if mask is not None:
+            h = h * mask
+        h = torch.relu(self.conv2(h))
+        if mask is not None:
+            h = h * mask
+        return self.out(h)
+
+
+class RegressionNets(nn.Module):
+    """All anchors of one stream. ``forward`` returns ``{P: r (B, 2, T)}``."""
+
+    def __init__(self, in_dim: int, anchors: list[int], filters: int = 256, zero_init: bool = True):
+        super().__init__()
+        if not anchors:
+            raise ValueError("at least one anchor size is needed")
+        self.in_dim = int(in_dim)
+        self.anchors = [int(a) for a in anchors]
+        self.filters = int(filters)
+        self.nets = nn.ModuleDict({str(a): AnchorRegressor(in_dim, a, filters, zero_init)
+                                   for a in self.anchors})
+
+    def kwargs(self) -> dict:
+        return {"in_dim": self.in_dim, "anchors": list(self.anchors), "filters": self.filters}
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
+        """feats: (B, T, D) padded batch; lengths: (B,) valid snippets per video."""
+        x = feats.transpose(1, 2)
+        mask = None
+        if lengths is not None:
+            t = torch.arange(feats.shape[1], device=feats.device)
+            mask = (t[None, :] < lengths[:, None]).to(feats.dtype)[:, None, :]
+            x = x * mask
+        return {a: self.nets[str(a)](x, mask) for a in self.anchors}

@@ -1,0 +1,361 @@
+"""The whole ACN method as a Python API: ``ACN(cfg).fit(ds, run)`` and ``.localize(ds, ids)``.
+
+A run folder holds everything a trained model needs::
+
+    RUN/config.yaml                      resolved config (seed included)
+    RUN/checkpoints/{rgb,flow}_base.pt   base model: weights, kwargs, class list, threshold
+    RUN/checkpoints/{rgb,flow}_regression.pt
+    RUN/checkpoints/{rgb,flow}_regression_state.pt   per-epoch state for --resume
+    RUN/base_outputs/{rgb,flow}/*.npz    base outputs of the TRAINING videos
+    RUN/train_log.json                   per-stage figures (losses, classification mAP, time)
+
+Every checkpoint loads with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from acn import base_training as bt
+from acn.config import dump
+from acn.data.features import Dataset
+from acn.errors import AcnError
+from acn.fileio import atomic_path, ensure_dir, read_json, write_json, write_text
+from acn.localize.fusion import fuse_streams
+from acn.localize.nms import nms
+from acn.localize.proposals import score_video, select_classes
+from acn.model.regression import RegressionNets
+from acn.regression_training import pad_batch, train_regression
+
+STREAMS = ("rgb", "flow")
+STREAM_INDEX = {"rgb": 0, "flow": 1}
+
+#: Detections of one video: (start_s, end_s, label, score) tuples.
+Detection = tuple[float, float, str, float]
+
+
+@dataclass
+class StreamModel:
+    """Everything one stream needs at test time."""
+
+    base: torch.nn.Module
+    nets: RegressionNets
+    attention_threshold: float
+
+
+@dataclass
+class StreamProposals:
+    """Post-NMS proposals of one stream of one video, in snippets."""
+
+    segments: np.ndarray   # (N, 2) snippets
+    scores: np.ndarray     # (N,)
+    labels: np.ndarray     # (N,) class index
+
+
+def splits(ds: Dataset, cfg: dict) -> tuple[str, str]:
+    ann = ds.annotations
+    return (cfg["data"]["train_subset"] or ann.train_subset,
+            cfg["data"]["test_subset"] or ann.test_subset)
+
+
+def _save_checkpoint(path: Path, obj: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _load_checkpoint(path: Path) -> dict:
+    if not path.is_file():
+        raise AcnError(f"{path}: checkpoint not found (was the run trained to the end?)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a corrupt file here
+        raise AcnError(f"{path}: not a readable acn checkpoint ({type(e).__name__}: {e})") from None
+
+
+class ACN:
+    """Train and apply ACN on a :class:`~acn.data.features.Dataset`.
+
+    Args:
+        cfg: a resolved config (:func:`acn.config.resolve`).
+    """
+
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+        self.classes: list[str] = []
+        self.feature_dim: int | None = None
+        self.models: dict[str, StreamModel] = {}
+        self.log: dict = {}
+
+    # ------------------------------------------------------------------ training
+    def fit(self, ds: Dataset, run: Path, progress: bool = True, resume: bool = False,
+            stage: str = "all", base_from: Path | None = None) -> dict:
+        """Train base models and regression nets for both streams on the TRAINING subset.
+
+        ``stage``: ``"base"`` stops after the base models; ``"all"`` trains everything.
+        ``resume``: reuse finished stages and per-epoch regression state found in ``run``.
+        ``base_from``: reuse the base models (and their training outputs) of another run
+        folder, trained on the same data (ablations vary only the regression stage).
+        Returns the training log (also written to ``RUN/train_log.json``).
+        """
+        run = ensure_dir(Path(run))
+        ckdir = ensure_dir(run / "checkpoints")
+        cfg = self.cfg
+        seed = int(cfg["seed"])
+        train_subset, _ = splits(ds, cfg)
+        train_videos = ds.subset(train_subset)
+        ids = [v.id for v in train_videos]
+        self.classes = list(ds.classes)
+        self.feature_dim = ds.feature_dim()
+        write_text(run / "config.yaml", dump(cfg))
+        log_path = run / "train_log.json"
+        self.log = read_json(log_path) if (resume and log_path.is_file()) else {}
+        self.log.update({"train_subset": train_subset, "train_videos": len(ids),
+                         "classes": len(self.classes), "feature_dim": self.feature_dim, "seed": seed})
+        base_cfg = {k: v for k, v in cfg["base"].items() if k != "attention_percentile"}
+        labels = {v.id: [ds.annotations.class_index(lab, f"video {v.id}") for lab in v.labels]
+                  for v in train_videos}
+        for si, stream in enumerate(STREAMS):
+            t0 = time.perf_counter()
+            base_path = ckdir / f"{stream}_base.pt"
+            src = Path(base_from) if base_from is not None else (run if resume else None)
+            if src is not None and (src / "checkpoints" / f"{stream}_base.pt").is_file():
+                model, meta = bt.load_base_checkpoint(src / "checkpoints" / f"{stream}_base.pt")
+                self._check_compatible(meta, base_path)
+                outputs = bt.load_outputs(src / "base_outputs" / stream, ids)
+                threshold = float(meta["attention_threshold"])
+                if src != run:
+                    bt.save_base_checkpoint(base_path, model, {**meta, "config": cfg})
+            else:
+                model, info = bt.train_base(ds, ids, stream, base_cfg, seed=seed + si,
+                                            progress=progress)
+                outputs = bt.predict_base(model, ds, ids, stream)
+                threshold = bt.calibrate_attention(outputs, cfg["base"]["attention_percentile"])
+                cls_map = bt.classification_map(outputs, ds, ids)
+                bt.save_outputs(run / "base_outputs" / stream, outputs)
+                bt.save_base_checkpoint(base_path, model, {
+                    "config": cfg, "classes": self.classes, "stream": stream,
+                    "feature_dim": self.feature_dim, "attention_threshold": threshold})
+                self.log[f"{stream}_base"] = {
+                    "seconds": round(time.perf_counter() - t0, 2),
+                    "train_classification_map": cls_map, "attention_threshold": threshold,
+                    "losses": info.get("losses")}
+                write_json(log_path, self.log)
+            if stage == "base":
+                self.models[stream] = StreamModel(model, None, threshold)  # type: ignore[arg-type]
+                continue
+            nets = self._fit_regression(ds, ids, stream, si, outputs, labels, ckdir, resume,
+                                        progress)
+            self.models[stream] = StreamModel(model, nets, threshold)
+            write_json(log_path, self.log)
+        return self.log
+
+    def _fit_regression(self, ds, ids, stream, si, outputs, labels, ckdir, resume, progress):
+        cfg = self.cfg
+        final = ckdir / f"{stream}_regression.pt"
+        state_path = ckdir / f"{stream}_regression_state.pt"
+        if resume and final.is_file():
+            return self._load_nets(_load_checkpoint(final), final)
+        state = None
+        if resume and state_path.is_file():
+            state = _load_checkpoint(state_path)
+            if state.get("config") != cfg:
+                raise AcnError(f"{state_path}: saved with a different config; resume needs the "
+                               "same config (or start a new run folder)")
+        col = STREAM_INDEX[stream]
+        cache: dict[str, np.ndarray] = {}
+
+        def feats(vid: str) -> np.ndarray:
+            if vid not in cache:
+                cache[vid] = ds.features(vid, self.feature_dim)[col]
+            return cache[vid]
+
+        def checkpoint(epoch, nets, opt, history):
+            _save_checkpoint(state_path, {"nets": nets.state_dict(), "optimizer": opt.state_dict(),
+                                          "epoch": epoch, "history": history, "config": cfg})
+
+        t0 = time.perf_counter()
+        nets, history = train_regression(
+            feats, ids, outputs, labels, self.feature_dim, cfg["acn"], cfg["train"],
+            seed=int(cfg["seed"]) + 10 + si, progress=progress, desc=f"{stream} regression",
+            checkpoint=checkpoint, resume=state)
+        _save_checkpoint(final, {"state_dict": nets.state_dict(), "kwargs": nets.kwargs(),
+                                 "config": cfg, "classes": self.classes, "stream": stream,
+                                 "history": history})
+        self.log[f"{stream}_regression"] = {"seconds": round(time.perf_counter() - t0, 2),
+                                            "history": history}
+        return nets
+
+    def _check_compatible(self, meta: dict, where: Path) -> None:
+        if meta.get("classes") != self.classes:
+            raise AcnError(f"{where}: checkpoint was trained on a different class list "
+                           f"({len(meta.get('classes', []))} classes) than the dataset "
+                           f"({len(self.classes)})")
+        if int(meta.get("feature_dim", -1)) != self.feature_dim:
+            raise AcnError(f"{where}: checkpoint expects {meta.get('feature_dim')}-d features, "
+                           f"the dataset has {self.feature_dim}-d")
+
+    def _load_nets(self, ck: dict, where: Path) -> RegressionNets:
+        try:
+            nets = RegressionNets(**ck["kwargs"])
+            nets.load_state_dict(ck["state_dict"])
+        except (KeyError, RuntimeError, TypeError) as e:
+            raise AcnError(f"{where}: regression checkpoint does not fit ({e})") from None
+        return nets.eval()
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, run: Path) -> "ACN":
+        """Load a trained run folder (weights_only checkpoints)."""
+        run = Path(run)
+        if not run.is_dir():
+            raise AcnError(f"{run}: run folder not found")
+        self: ACN | None = None
+        for stream in STREAMS:
+            base_path = run / "checkpoints" / f"{stream}_base.pt"
+            if not base_path.is_file():
+                raise AcnError(f"{base_path}: checkpoint not found (train with `acn train`)")
+            model, meta = bt.load_base_checkpoint(base_path)
+            if self is None:
+                self = cls(meta["config"])
+                self.classes = list(meta["classes"])
+                self.feature_dim = int(meta["feature_dim"])
+            else:
+                self._check_compatible(meta, base_path)
+            reg_path = run / "checkpoints" / f"{stream}_regression.pt"
+            ck = _load_checkpoint(reg_path)
+            if ck.get("classes") != self.classes:
+                raise AcnError(f"{reg_path}: trained on a different class list than {base_path}")
+            self.models[stream] = StreamModel(model, self._load_nets(ck, reg_path),
+                                              float(meta["attention_threshold"]))
+        assert self is not None
+        return self
+
+    # ------------------------------------------------------------------ inference
+    def check_dataset(self, ds: Dataset, where: str) -> None:
+        if list(ds.classes) != self.classes:
+            extra = sorted(set(ds.classes) - set(self.classes))
+            raise AcnError(f"{where}: the dataset's class list differs from the model's "
+                           f"({len(ds.classes)} vs {len(self.classes)} classes"
+                           + (f"; unknown to the model: {extra[:5]}" if extra else "") + ")")
+
+    def base_outputs(self, ds: Dataset, ids: list[str], stream: str) -> dict[str, bt.BaseOutputs]:
+        return bt.predict_base(self.models[stream].base, ds, ids, stream)
+
+    def propose(self, ds: Dataset, ids: list[str], stream: str,
+                outputs: dict[str, bt.BaseOutputs] | None = None,
+                progress: bool = False) -> dict[str, StreamProposals]:
+        """Regress, score, filter and NMS the proposals of one stream for ``ids``."""
+        cfg, loc = self.cfg, self.cfg["localize"]
+        sm = self.models[stream]
+        if outputs is None:
+            outputs = self.base_outputs(ds, ids, stream)
+        col = STREAM_INDEX[stream]
+        lengths = {vid: outputs[vid].scp.shape[1] for vid in ids}
+        self._check_short(ds, ids, lengths)
+        order = sorted(ids, key=lambda v: lengths[v])
+        batches, cur, cur_len = [], [], 0
+        for vid in order:  # videos of similar length share one padded conv batch
+            if cur and (len(cur) + 1) * lengths[vid] > loc["batch_snippets"]:
+                batches.append(cur)
+                cur = []
+            cur.append(vid)
+        if cur:
+            batches.append(cur)
+        result: dict[str, StreamProposals] = {}
+        with torch.inference_mode():
+            for batch in tqdm(batches, desc=f"localize {stream}", disable=not progress, leave=False):
+                arrays = [ds.features(v, self.feature_dim)[col] for v in batch]
+                feats, lens = pad_batch(arrays)
+                regs = sm.nets(feats, lens)
+                for i, vid in enumerate(batch):
+                    result[vid] = self._score_one(feats[i, : lens[i]], outputs[vid],
+                                                  {a: r[i, :, : lens[i]] for a, r in regs.items()},
+                                                  sm.attention_threshold)
+        return result
+
+    def _check_short(self, ds: Dataset, ids: list[str], lengths: dict[str, int]) -> None:
+        smallest = min(self.cfg["acn"]["anchors"])
+        short = [v for v in ids if lengths[v] < smallest]
+        if not short:
+            return
+        msg = (f"{len(short)} video(s) are shorter than the smallest anchor ({smallest} snippets), "
+               f"e.g. {short[0]!r} with {lengths[short[0]]} snippets")
+        if self.cfg["localize"]["short_videos"] == "error":
+            raise AcnError(msg + "; set localize.short_videos=clip to localize them as a whole")
+        warnings.warn(msg + "; each is scored as one whole-video proposal", stacklevel=3)
+
+    def _score_one(self, feats: torch.Tensor, out: bt.BaseOutputs, regs: dict[int, torch.Tensor],
+                   attention_threshold: float) -> StreamProposals:
+        acn, loc = self.cfg["acn"], self.cfg["localize"]
+        T = feats.shape[0]
+        regressions = {a: (r if acn["regression"] else None) for a, r in regs.items() if a <= T}
+        if not regressions:  # shorter than every anchor: the whole video is the proposal
+            regressions = {T: None}
+        classes = select_classes(torch.from_numpy(out.video_scores), acn["video_score_threshold"])
+        sp = score_video(feats, torch.from_numpy(out.scp), regressions, classes,
+                         attention=torch.from_numpy(out.attention),
+                         attention_threshold=attention_threshold,
+                         alpha=acn["alpha"], scp_threshold=acn["scp_threshold"],
+                         score_terms=acn["score_terms"], attention_mode=acn["attention_mode"],
+                         lc_features=acn["lc_features"], inflation=acn["inflation"],
+                         one_per_position_at_test=loc["one_per_position"])
+        if sp.empty:
+            return StreamProposals(np.zeros((0, 2)), np.zeros(0), np.zeros(0, dtype=np.int64))
+        seg, sc, lab = sp.segments.double(), sp.scores.double(), sp.labels
+        if loc["nms"] == "greedy":
+            keep = nms(seg, sc, lab, iou_threshold=loc["nms_iou"], topk=loc["pre_nms_topk"],
+                       max_dets=loc["max_detections"])
+        else:
+            keep, sc_new = nms(seg, sc, lab, iou_threshold=loc["nms_iou"], method=loc["nms"],
+                               sigma=loc["soft_nms_sigma"], topk=loc["pre_nms_topk"],
+                               max_dets=loc["max_detections"])
+            sc = sc.clone()
+            sc[keep] = sc_new
+        return StreamProposals(seg[keep].numpy(), sc[keep].numpy(), lab[keep].numpy())
+
+    def fuse(self, rgb: StreamProposals, flow: StreamProposals) -> StreamProposals:
+        """Sec. 3.4: all Flow proposals + discounted RGB ones not overlapping same-class Flow."""
+        loc = self.cfg["localize"]
+        f = loc["fusion_rgb_factor"]
+        # "Discount" must lower a score whatever its sign (-L can be negative).
+        rgb_scores = np.where(rgb.scores >= 0, rgb.scores * f, rgb.scores / max(f, 1e-12))
+        fused = fuse_streams(flow.segments, flow.scores, flow.labels, rgb.segments, rgb_scores,
+                             rgb.labels, rgb_factor=1.0, iou_threshold=loc["fusion_iou"])
+        return StreamProposals(np.asarray(fused.segments), np.asarray(fused.scores),
+                               np.asarray(fused.labels))
+
+    def localize(self, ds: Dataset, video_ids: Iterable[str], streams: Iterable[str] = ("fused",),
+                 progress: bool = True) -> dict[str, dict[str, list[Detection]]]:
+        """Detections in SECONDS for each requested stream (``rgb``, ``flow``, ``fused``).
+
+        Returns ``{stream: {video_id: [(start_s, end_s, label, score), ...]}}``.
+        """
+        self.check_dataset(ds, str(ds.root or ds.annotations.name))
+        ids = list(video_ids)
+        streams = list(streams)
+        need = set(STREAMS) if "fused" in streams else set(streams)
+        props = {s: self.propose(ds, ids, s, progress=progress) for s in STREAMS if s in need}
+        out: dict[str, dict[str, list[Detection]]] = {}
+        for s in streams:
+            dets = {}
+            for vid in ids:
+                p = self.fuse(props["rgb"][vid], props["flow"][vid]) if s == "fused" else props[s][vid]
+                dets[vid] = self.to_seconds(ds, vid, p)
+            out[s] = dets
+        return out
+
+    def to_seconds(self, ds: Dataset, vid: str, p: StreamProposals) -> list[Detection]:
+        video = ds.video(vid)
+        scale = video.frames_per_snippet / video.fps
+        order = np.argsort(-p.scores, kind="stable")
+        return [(float(p.segments[i, 0] * scale), float(min(p.segments[i, 1] * scale,
+                                                              video.duration or np.inf)),
+                 self.classes[int(p.labels[i])], float(p.scores[i])) for i in order]

@@ -1,0 +1,153 @@
+"""Training the per-stream regression networks with the coherence loss (paper Sec. 3.3).
+
+Per mini-batch of videos: run every anchor's network over the padded batch, then for each
+video score all proposals of the selected classes (:func:`acn.localize.proposals.score_video`
+in training mode: SCP filtering, one proposal per snippet position, mean L of the kept
+ones) and minimise the mean over videos. The paper's recipe: SGD, lr 1e-3 divided by 10 after
+each epoch, 3 epochs, 4 videos per batch.
+
+A checkpoint is written atomically after every epoch (weights, optimiser, epoch); training
+resumed from it replays the remaining epochs exactly, because the video order of an epoch
+depends only on (seed, epoch).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from acn.localize.proposals import score_video, select_classes
+from acn.model.regression import RegressionNets
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The video order of one epoch: a permutation fixed by (seed, epoch)."""
+    return np.random.default_rng([seed, epoch, 0xAC4]).permutation(n)
+
+
+def pad_batch(arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack (T_i, D) arrays into a zero-padded (B, T_max, D) tensor and lengths (B,)."""
+    lengths = torch.tensor([a.shape[0] for a in arrays], dtype=torch.long)
+    out = torch.zeros(len(arrays), int(lengths.max()), arrays[0].shape[1], dtype=torch.float32)
+    for i, a in enumerate(arrays):
+        out[i, : a.shape[0]] = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    return out, lengths
+
+
+def training_classes(video_scores: np.ndarray, label_idx: list[int], source: str,
+                     threshold: float) -> torch.Tensor:
+    """Classes a training video contributes: predicted (video score > threshold, the paper's
+    wording) or its ground-truth video labels (weak labels are available in training)."""
+    if source == "labels":
+        return torch.tensor(sorted(label_idx), dtype=torch.long)
+    return select_classes(torch.from_numpy(np.asarray(video_scores)), threshold)
+
+
+def make_optimizer(nets: torch.nn.Module, cfg: Mapping) -> torch.optim.Optimizer:
+    if cfg["optimizer"] == "sgd":
+        return torch.optim.SGD(nets.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
+                               weight_decay=cfg["weight_decay"])
+    return torch.optim.Adam(nets.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+
+
+def train_regression(
+    features: Callable[[str], np.ndarray],
+    video_ids: list[str],
+    base_outputs: Mapping[str, object],
+    labels: Mapping[str, list[int]],
+    in_dim: int,
+    acn_cfg: Mapping,
+    train_cfg: Mapping,
+    seed: int,
+    progress: bool = True,
+    desc: str = "regression",
+    checkpoint: Callable[[int, RegressionNets, torch.optim.Optimizer, list], None] | None = None,
+    resume: dict | None = None,
+) -> tuple[RegressionNets, list[dict]]:
+    """Train one stream's regression networks.
+
+    Args:
+        features: video id -> (T, D) float32 features of this stream.
+        video_ids: training videos (never the test subset).
+        base_outputs: video id -> object with ``scp`` (C, T), ``video_scores`` (C,).
+        labels: video id -> ground-truth class indices (used when class_source = labels).
+        acn_cfg: the ``acn`` config section; train_cfg: the ``train`` section.
+        checkpoint: called after each epoch with (epoch, nets, optimizer, history).
+        resume: a state from :func:`acn.pipeline` (``nets``, ``optimizer``, ``epoch``,
+            ``history``) to continue from.
+    Returns:
+        (nets, history): history holds per-epoch mean loss, proposals kept and the mean
+        |offset| / P of the kept proposals (how far regression moved the boundaries).
+    """
+    torch.manual_seed(seed)
+    nets = RegressionNets(in_dim, list(acn_cfg["anchors"]), filters=acn_cfg["filters"],
+                          zero_init=acn_cfg["zero_init"])
+    opt = make_optimizer(nets, train_cfg)
+    history: list[dict] = []
+    start_epoch = 0
+    if resume is not None:
+        nets.load_state_dict(resume["nets"])
+        opt.load_state_dict(resume["optimizer"])
+        start_epoch = int(resume["epoch"])
+        history = list(resume["history"])
+    epochs = int(train_cfg["epochs"])
+    bs = int(train_cfg["batch_videos"])
+    regress = bool(acn_cfg["regression"])
+    for epoch in range(start_epoch, epochs):
+        lr = train_cfg["lr"] * train_cfg["lr_decay"] ** epoch
+        for g in opt.param_groups:
+            g["lr"] = lr
+        order = epoch_order(len(video_ids), seed, epoch)
+        n_batches = math.ceil(len(order) / bs)
+        losses, kept, offsets = [], 0, []
+        nets.train()
+        bar = tqdm(range(n_batches), desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=not progress,
+                   leave=False, unit="batch")
+        for b in bar:
+            ids = [video_ids[i] for i in order[b * bs:(b + 1) * bs]]
+            feats, lengths = pad_batch([features(v) for v in ids])
+            regs = nets(feats, lengths)
+            terms = []
+            for i, vid in enumerate(ids):
+                T = int(lengths[i])
+                out = base_outputs[vid]
+                classes = training_classes(out.video_scores, labels[vid], acn_cfg["class_source"],
+                                           acn_cfg["video_score_threshold"])
+                sp = score_video(
+                    feats[i, :T], torch.from_numpy(np.asarray(out.scp)),
+                    {a: (regs[a][i, :, :T] if regress else None) for a in nets.anchors if a <= T},
+                    classes, alpha=acn_cfg["alpha"], scp_threshold=acn_cfg["scp_threshold"],
+                    score_terms=acn_cfg["score_terms"], lc_features=acn_cfg["lc_features"],
+                    training=True)
+                if sp.loss is not None:
+                    terms.append(sp.loss)
+                    kept += sp.n_kept
+                    with torch.no_grad():
+                        k = sp.kept
+                        anchor = sp.anchor[k].to(sp.segments.dtype)
+                        start0 = sp.position[k].to(sp.segments.dtype)
+                        moved = (sp.segments[k, 0] - start0).abs() + \
+                            (sp.segments[k, 1] - start0 - anchor).abs()
+                        offsets.append((moved / (2 * anchor)).detach())
+            if not terms:
+                continue
+            loss = torch.stack(terms).mean()
+            if regress and loss.requires_grad:
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+        off = torch.cat(offsets) if offsets else torch.zeros(0)
+        history.append({"epoch": epoch + 1, "lr": lr, "loss": float(np.mean(losses)) if losses else None,
+                        "batches_with_proposals": len(losses), "kept_proposals": kept,
+                        "mean_abs_offset_over_P": float(off.mean()) if off.numel() else 0.0})
+        if checkpoint is not None:
+            checkpoint(epoch + 1, nets, opt, history)
+    nets.eval()
+    return nets, history

@@ -1,0 +1,129 @@
+"""End to end on a tiny planted dataset: train, localize, evaluate, reload, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from acn.cli import main
+from acn.evaluate import evaluate, load_results
+from acn.model.regression import RegressionNets
+from acn.pipeline import ACN
+
+from conftest import FAST_SET
+
+
+@pytest.fixture(scope="module")
+def trained(tiny, tmp_path_factory):
+    from acn.config import resolve
+
+    run = tmp_path_factory.mktemp("run")
+    model = ACN(resolve(overrides=FAST_SET))
+    model.fit(tiny, run, progress=False)
+    return model, run
+
+
+def test_fit_localize_evaluate_finds_planted_actions(tiny, trained):
+    model, run = trained
+    ids = [v.id for v in tiny.subset("test")]
+    dets = model.localize(tiny, ids, ["rgb", "flow", "fused"], progress=False)
+    for stream, d in dets.items():
+        assert set(d) == set(ids)
+        for vid, rows in d.items():
+            dur = tiny.video(vid).duration
+            assert all(0 <= s <= e <= dur + 1e-9 for s, e, _, _ in rows)
+            assert all(lab in tiny.classes for _, _, lab, _ in rows)
+            scores = [r[3] for r in rows]
+            assert scores == sorted(scores, reverse=True)
+    res = evaluate(tiny.annotations, dets["fused"], "test", "activitynet", tious=[0.3, 0.5])
+    # planted actions are easy: a broken pipeline scores ~0, a working one well above chance
+    assert res.map[0.3] > 0.3, res.format_table()
+
+
+def test_fused_keeps_every_flow_detection(tiny, trained):
+    model, _ = trained
+    ids = [v.id for v in tiny.subset("test")]
+    dets = model.localize(tiny, ids, ["flow", "fused"], progress=False)
+    for vid in ids:
+        flow = {(round(s, 6), round(e, 6), lab) for s, e, lab, _ in dets["flow"][vid]}
+        fused = {(round(s, 6), round(e, 6), lab) for s, e, lab, _ in dets["fused"][vid]}
+        assert flow <= fused
+
+
+def test_run_folder_reloads_with_weights_only(tiny, trained):
+    model, run = trained
+    for p in (run / "checkpoints").glob("*.pt"):
+        torch.load(p, weights_only=True)  # raises if anything but plain data were pickled
+    again = ACN.load(run)
+    ids = [v.id for v in tiny.subset("test")][:4]
+    a = model.localize(tiny, ids, ["fused"], progress=False)
+    b = again.localize(tiny, ids, ["fused"], progress=False)
+    assert a == b
+    assert (run / "config.yaml").is_file() and (run / "train_log.json").is_file()
+
+
+def test_regression_nets_padding_does_not_change_outputs():
+    torch.manual_seed(0)
+    nets = RegressionNets(8, [1, 4, 8], filters=6, zero_init=False)
+    short, long = torch.rand(1, 20, 8), torch.rand(1, 33, 8)
+    batch = torch.zeros(2, 33, 8)
+    batch[0, :20], batch[1] = short[0], long[0]
+    alone = nets(short, torch.tensor([20]))
+    padded = nets(batch, torch.tensor([20, 33]))
+    for a in nets.anchors:
+        assert torch.allclose(alone[a][0], padded[a][0, :, :20], atol=1e-6)
+
+
+def test_dilation_follows_anchor():
+    nets = RegressionNets(4, [1, 2, 4, 8, 16, 32], filters=4)
+    assert [nets.nets[str(a)].conv1.dilation[0] for a in nets.anchors] == [1, 1, 1, 2, 4, 8]
+    # zero-initialised output layer: regression starts from the plain anchors
+    r = nets(torch.rand(1, 40, 4), torch.tensor([40]))
+    assert all(float(v.abs().max()) == 0.0 for v in r.values())
+
+
+def test_cli_train_localize_evaluate(tiny_folder, tmp_path, capsys):
+    run, pred = tmp_path / "run", tmp_path / "pred.json"
+    sets = sum((["--set", s] for s in FAST_SET), [])
+    assert main(["train", "--data", str(tiny_folder), "--out", str(run), "--seed", "1", *sets]) == 0
+    assert main(["localize", "--run", str(run), "--data", str(tiny_folder), "--out", str(pred),
+                 "--stream", "flow"]) == 0
+    dets = load_results(pred)
+    assert len(dets) > 0
+    out_json = tmp_path / "map.json"
+    assert main(["evaluate", "--gt", str(tiny_folder), "--pred", str(pred), "--protocol",
+                 "activitynet", "--tiou", "0.3,0.5", "--json", str(out_json)]) == 0
+    rep = json.loads(out_json.read_text())
+    assert rep["protocol"] == "activitynet" and set(rep["map"]) == {"0.3", "0.5"}
+    assert "seed: 1" in (run / "config.yaml").read_text()
+
+
+def test_cli_errors_are_one_line(tiny_folder, tmp_path, capsys):
+    assert main(["localize", "--run", str(tmp_path / "nope"), "--data", str(tiny_folder),
+                 "--out", str(tmp_path / "p.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("acn: error:") and "nope" in err[0]
+    assert main(["train", "--data", str(tiny_folder), "--out", str(tmp_path / "r"),
+                 "--set", "acn.alpha=high"]) == 2
+    assert "acn.alpha must be a float" in capsys.readouterr().err
+    assert not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.slow
+def test_same_seed_same_predictions(tiny, tmp_path):
+    from acn.config import resolve
+
+    ids = [v.id for v in tiny.subset("test")]
+    preds = []
+    for k in range(2):
+        m = ACN(resolve(overrides=FAST_SET))
+        m.fit(tiny, tmp_path / f"run{k}", progress=False)
+        preds.append(m.localize(tiny, ids, ["fused"], progress=False))
+    assert preds[0] == preds[1]
+    a = torch.load(tmp_path / "run0/checkpoints/flow_regression.pt", weights_only=True)
+    b = torch.load(tmp_path / "run1/checkpoints/flow_regression.pt", weights_only=True)
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert np.isfinite([d[3] for d in preds[0]["fused"][ids[0]]]).all()
