@@ -35,8 +35,8 @@ def default_tious_for(ds: Dataset) -> tuple[float, ...]:
 
 def run_ablation(ds: Dataset, cfg: dict, out: Path, protocol: str | None = None,
                  progress: bool = False, tious: tuple[float, ...] | None = None) -> str:
-    from acn.cli_run import baseline_detections, map_table
     from acn.evaluate import evaluate
+    from acn.report import map_table
 
     out = ensure_dir(Path(out))
     test = cfg["data"]["test_subset"] or ds.annotations.test_subset
@@ -92,7 +92,7 @@ def run_ablation(ds: Dataset, cfg: dict, out: Path, protocol: str | None = None,
     own = variant("config", **{})
     rows_ = {f"ACN {s}": ev(own[s]) for s in ("rgb", "flow", "fused")}
     for s in ("rgb", "flow", "both"):
-        rows_[f"CAS baseline {s}"] = ev(baseline_detections(base, ds, ids, s))
+        rows_[f"CAS baseline {s}"] = ev(base.baseline(ds, ids, s))
     sections.append("## Streams and baselines (config as given)\n\n" + map_table(rows_))
     results["streams"] = {k: r.to_json() for k, r in rows_.items()}
 

@@ -1,7 +1,8 @@
 """The ``acn`` command line: thin subcommands over the Python API.
 
-Errors a user can cause (:class:`acn.errors.AcnError`) print one line, ``acn: error: ...``, and
-exit with status 2; ``--debug`` shows the traceback instead.
+Errors a user can cause (:class:`acn.errors.AcnError`, and ``OSError`` such as a full disk)
+print one line, ``acn: error: ...``, and exit with status 2; ``--debug`` shows the traceback
+instead. Ctrl-C exits with 130. docs/errors.md lists every case.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "baseline": ("acn.cli_run", "CAS-thresholding baseline detections from a trained run"),
     "extract": ("acn.cli_extract", "I3D RGB + flow features from video files"),
     "convert": ("acn.cli_convert", "copy a dataset into the canonical (pickle-free) layout"),
+    "batch": ("acn.cli_scale", "corpus-scale extract/localize over a manifest (Ray or local)"),
     "plot": ("acn.cli_run", "timeline plots of detections, SCP and attention"),
 }
 
@@ -66,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         print(f"acn: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the system said no (disk full, permission denied, ...): one line too
+        if debug:
+            raise
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"acn: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("acn: interrupted", file=sys.stderr)

@@ -76,34 +76,52 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from acn.config import merge, resolve
-    from acn.fileio import ensure_dir, read_json, write_json
+    from acn.config import _read_yaml, merge, resolve
+    from acn.fileio import check_writable, ensure_dir, read_json, write_json
     from acn.pipeline import ACN
+    from acn import distributed as dist
 
+    dist.init_from_env()  # under torchrun: join the group; rank 0 alone writes and prints
     if args.resume is not None:
         run = args.resume
         info = read_json(run / RUN_INFO, "run description (was this folder made by acn train?)")
+        if not isinstance(info, dict) or not info.get("data"):
+            raise AcnError(f"{run / RUN_INFO}: not an acn run description (no \"data\" entry)")
         for k in ("data", "format", "annotations", "allow_pickle"):
             setattr(args, k, info.get(k) if k != "data" and k != "annotations" else
                     (Path(info[k]) if info.get(k) else None))
-        import yaml
-
-        cfg = merge(resolve(), yaml.safe_load((run / "config.yaml").read_text()), str(run / "config.yaml"))
+        cfg_path = run / "config.yaml"
+        if not cfg_path.is_file():
+            raise AcnError(f"{cfg_path}: run config not found (was this folder made by acn train?)")
+        cfg = merge(resolve(), _read_yaml(cfg_path.read_text(encoding="utf-8"), str(cfg_path)),
+                    str(cfg_path))
     else:
         if args.data is None or args.out is None:
             raise AcnError("acn train needs --data DATA and --out RUN (or --resume RUN)")
         run = args.out
+        check_writable(run)
         cfg = resolve_config(args)
     ds = open_data(args)
+    # Check the features of every video used (training and test subsets) before the run
+    # folder is made: bad data fails now, naming the file, and leaves nothing behind.
+    from acn.pipeline import splits
+
+    used = {s for s in splits(ds, cfg)}
+    ds.validate([v.id for s in sorted(used) for v in ds.subset(s)])
     ensure_dir(run)
-    write_json(run / RUN_INFO, {"data": str(Path(args.data).resolve()), "format": args.format,
-                                "annotations": str(Path(args.annotations).resolve())
-                                if args.annotations else None,
-                                "allow_pickle": bool(args.allow_pickle), "stage": args.stage})
+    if dist.is_main():
+        write_json(run / RUN_INFO, {"data": str(Path(args.data).resolve()),
+                                    "format": args.format,
+                                    "annotations": str(Path(args.annotations).resolve())
+                                    if args.annotations else None,
+                                    "allow_pickle": bool(args.allow_pickle), "stage": args.stage})
     t0 = time.perf_counter()
     model = ACN(cfg)
     log = model.fit(ds, run, progress=_progress(args), resume=args.resume is not None,
                     stage=args.stage)
+    if not dist.is_main():
+        dist.cleanup()
+        return 0
     for stream in ("rgb", "flow"):
         b = log.get(f"{stream}_base", {})
         r = log.get(f"{stream}_regression", {})
@@ -120,7 +138,9 @@ def run_train(args: argparse.Namespace) -> int:
               ", ".join(f"{s} {100 * v:.1f}" for s, v in cm.items()))
         log["test_classification_map"] = cm
         write_json(run / "train_log.json", log)
-    print(f"trained in {time.perf_counter() - t0:.0f} s -> {run}")
+    print(f"trained in {time.perf_counter() - t0:.0f} s -> {run}"
+          + (f" ({dist.world_size()} processes)" if dist.world_size() > 1 else ""))
+    dist.cleanup()
     return 0
 
 
@@ -168,8 +188,12 @@ def _apply_inference_overrides(model, overrides: list[str]) -> None:
 
 def run_localize(args: argparse.Namespace) -> int:
     from acn.evaluate import save_results
+    from acn.fileio import check_writable
     from acn.pipeline import ACN
 
+    for out in (args.out, args.plot):
+        if out is not None:
+            check_writable(out)
     model = ACN.load(args.run)
     _apply_inference_overrides(model, args.overrides)
     stream = args.stream or model.cfg["localize"]["stream"]
@@ -233,31 +257,18 @@ def add_baseline_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True)
 
 
-def baseline_detections(model, ds, ids: list[str], stream: str, cfg: dict | None = None):
-    """CAS-thresholding detections from the run's own base models (the in-harness baseline)."""
-    from acn import base_training as bt
-    from acn.baselines import cas_detections
-
-    if stream == "both":
-        r, f = model.base_outputs(ds, ids, "rgb"), model.base_outputs(ds, ids, "flow")
-        outputs = {v: bt.BaseOutputs(scp=(r[v].scp + f[v].scp) / 2,
-                                     attention=(r[v].attention + f[v].attention) / 2,
-                                     video_scores=(r[v].video_scores + f[v].video_scores) / 2)
-                   for v in ids}
-    else:
-        outputs = model.base_outputs(ds, ids, stream)
-    return cas_detections(outputs, ds, cfg)
-
-
 def run_baseline(args: argparse.Namespace) -> int:
     from acn.evaluate import save_results
     from acn.pipeline import ACN
 
+    from acn.fileio import check_writable
+
+    check_writable(args.out)
     model = ACN.load(args.run)
     ds = open_data(args)
     model.check_dataset(ds, str(args.data))
     ids = [v.id for v in ds.subset(args.subset or ds.annotations.test_subset)]
-    dets = baseline_detections(model, ds, ids, args.stream)
+    dets = model.baseline(ds, ids, args.stream)
     save_results(args.out, dets, external_data={"used": False,
                                                 "details": f"CAS thresholding, {args.stream}"})
     print(f"{sum(len(d) for d in dets.values())} baseline detections -> {args.out}")
@@ -298,10 +309,18 @@ def write_plots(model, ds, ids: list[str], out: Path) -> list[Path]:
 # ---------------------------------------------------------------------- demo
 
 
+DEMO_TIOUS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+
+
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("acn-demo"), help="output folder")
     p.add_argument("--quick", action="store_true",
-                   help="a smaller dataset and feature width: a minute instead of several")
+                   help="160 videos, 64-d features, one regression epoch: a smoke run")
+    p.add_argument("--dim", type=int, default=None,
+                   help="feature width per stream (default 256; the published I3D features "
+                        "are 1024, which trains about 3x slower)")
+    p.add_argument("--videos", type=int, default=None,
+                   help="number of videos (default: all 412 THUMOS14 timelines)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--config", default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -316,8 +335,11 @@ def run_demo(args: argparse.Namespace) -> int:
     from acn.pipeline import ACN
 
     out = ensure_dir(args.out)
+    if args.quick:
+        args.overrides = ["train.epochs=1", *args.overrides]
     cfg = resolve_config(args)
-    videos, dim = (120, 256) if args.quick else (None, 1024)
+    videos, dim = (160, 64) if args.quick else (None, 256)
+    videos, dim = args.videos or videos, args.dim or dim
     data_dir = out / "data"
     print(f"[1/4] synthesising the thumos14 preset (real THUMOS14 timelines, D={dim}) -> {data_dir}")
     write_synth(data_dir, preset="thumos14", videos=videos, dim=dim, seed=args.seed)
@@ -329,16 +351,21 @@ def run_demo(args: argparse.Namespace) -> int:
     ids = [v.id for v in ds.subset(test)]
     print(f"[3/4] localizing {len(ids)} test videos")
     dets = model.localize(ds, ids, ["rgb", "flow", "fused"], progress=_progress(args))
+    from acn.ablation import choose_protocol
+
+    protocol = choose_protocol(ds, test)
     rows = {}
     for s, d in dets.items():
         save_results(out / f"pred_{s}.json", d)
-        rows[f"ACN {s}"] = evaluate(ds.annotations, d, test, "thumos14")
+        rows[f"ACN {s}"] = evaluate(ds.annotations, d, test, protocol, tious=DEMO_TIOUS)
     for s in ("rgb", "flow", "both"):
-        d = baseline_detections(model, ds, ids, s)
+        d = model.baseline(ds, ids, s)
         save_results(out / f"pred_baseline_{s}.json", d)
-        rows[f"CAS baseline {s}"] = evaluate(ds.annotations, d, test, "thumos14")
+        rows[f"CAS baseline {s}"] = evaluate(ds.annotations, d, test, protocol, tious=DEMO_TIOUS)
+    from acn.report import map_table
+
     table = map_table(rows)
-    print("[4/4] THUMOS14 protocol, test subset, mAP (%)\n" + table)
+    print(f"[4/4] {protocol} protocol, {test} subset ({len(ids)} videos), mAP (%)\n" + table)
     write_text(out / "results.md", table + "\n")
     write_json(out / "results.json", {k: r.to_json() for k, r in rows.items()})
     write_text(out / "config.yaml", dump(cfg))
@@ -352,19 +379,6 @@ def _plot_choice(ds, ids: list[str], n: int = 3) -> list[str]:
     cands = sorted((v for v in ids if ds.video(v).segments), key=lambda v: ds.video(v).duration)
     return [cands[i] for i in sorted({len(cands) // 4, len(cands) // 2, 3 * len(cands) // 4})][:n] \
         if cands else []
-
-
-def map_table(rows: dict) -> str:
-    """Markdown table: one row per method, mAP (%) per tIoU and the average."""
-    first = next(iter(rows.values()))
-    keys = list(first.map)
-    head = "| method | " + " | ".join(f"{t:g}" for t in keys) + " | avg |"
-    sep = "|---" * (len(keys) + 2) + "|"
-    lines = [head, sep]
-    for name, r in rows.items():
-        lines.append(f"| {name} | " + " | ".join(f"{100 * r.map[t]:.1f}" for t in keys)
-                     + f" | {100 * r.average:.1f} |")
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------- ablate

@@ -26,9 +26,15 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "acn.attention_mode": ("drop", "zero_scp", "none"),
     "acn.class_source": ("predicted", "labels"),
     "acn.scp_threshold_mode": ("absolute", "relative"),
+    "acn.proposals": ("anchors", "cas", "both"),
+    "acn.scp_source": ("stream", "mean"),
     "train.optimizer": ("sgd", "adam"),
     "localize.nms": ("greedy", "soft_gaussian", "soft_linear"),
     "localize.stream": ("rgb", "flow", "fused"),
+    "localize.short_videos": ("clip", "error"),
+    "base.attention": ("branch", "max_logit"),
+    "base.pool": ("probs", "logits"),
+    "base.lr_schedule": ("constant", "cosine"),
 }
 
 
@@ -41,7 +47,10 @@ def _read_yaml(text: str, where: str) -> dict:
     try:
         obj = yaml.safe_load(text)  # safe_load: a config file can never construct objects
     except yaml.YAMLError as e:
-        raise AcnError(f"{where}: not valid YAML ({e})") from None
+        mark = getattr(e, "problem_mark", None)
+        what = getattr(e, "problem", None) or " ".join(str(e).split())
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise AcnError(f"{where}: not valid YAML ({what}{at})") from None
     if obj is None:
         return {}
     if not isinstance(obj, dict):
@@ -62,7 +71,8 @@ def defaults() -> dict:
 
 
 def _typename(v: Any) -> str:
-    return type(v).__name__
+    name = type(v).__name__
+    return ("an " if name[0] in "aeiou" else "a ") + name
 
 
 def _check_value(key: str, value: Any, default: Any, where: str) -> Any:
@@ -83,7 +93,7 @@ def _check_value(key: str, value: Any, default: Any, where: str) -> Any:
     else:
         ok = isinstance(value, type(default))
     if not ok:
-        raise AcnError(f"{where}: {key} must be a {_typename(default)}, got {value!r}")
+        raise AcnError(f"{where}: {key} must be {_typename(default)}, got {value!r}")
     if key in CHOICES and value not in CHOICES[key]:
         raise AcnError(f"{where}: {key} must be one of {list(CHOICES[key])}, got {value!r}")
     return value

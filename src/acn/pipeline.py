@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from acn import base_training as bt
+from acn import distributed as dist
 from acn.config import dump
 from acn.data.features import Dataset
 from acn.errors import AcnError
@@ -32,6 +33,7 @@ from acn.fileio import atomic_path, ensure_dir, read_json, write_json, write_tex
 from acn.localize.fusion import fuse_streams
 from acn.localize.nms import nms
 from acn.localize.proposals import score_video, select_classes
+from acn.localize.segments import cas_candidates, regress_segments, score_segments, scp_thresholds
 from acn.model.regression import RegressionNets
 from acn.regression_training import pad_batch, train_regression
 
@@ -66,6 +68,13 @@ def splits(ds: Dataset, cfg: dict) -> tuple[str, str]:
             cfg["data"]["test_subset"] or ann.test_subset)
 
 
+def mean_outputs(outputs: dict[str, dict[str, bt.BaseOutputs]], vid: str) -> bt.BaseOutputs:
+    """The mean of both streams' base outputs for one video (early fusion of the CAS)."""
+    r, f = outputs["rgb"][vid], outputs["flow"][vid]
+    return bt.BaseOutputs(scp=(r.scp + f.scp) / 2, attention=(r.attention + f.attention) / 2,
+                          video_scores=(r.video_scores + f.video_scores) / 2)
+
+
 def _save_checkpoint(path: Path, obj: dict) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
@@ -77,7 +86,9 @@ def _load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a corrupt file here
-        raise AcnError(f"{path}: not a readable acn checkpoint ({type(e).__name__}: {e})") from None
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise AcnError(f"{path}: not a readable acn checkpoint ({type(e).__name__}: "
+                       f"{first})") from None
 
 
 class ACN:
@@ -104,17 +115,26 @@ class ACN:
         ``base_from``: reuse the base models (and their training outputs) of another run
         folder, trained on the same data (ablations vary only the regression stage).
         Returns the training log (also written to ``RUN/train_log.json``).
+
+        Under ``torchrun`` every rank calls ``fit``: each global mini-batch is split across
+        ranks (:mod:`acn.distributed`), and only rank 0 writes files.
         """
-        run = ensure_dir(Path(run))
-        ckdir = ensure_dir(run / "checkpoints")
+        dist.init_from_env()
+        main = dist.is_main()
+        progress = progress and main
         cfg = self.cfg
         seed = int(cfg["seed"])
         train_subset, _ = splits(ds, cfg)
         train_videos = ds.subset(train_subset)
         ids = [v.id for v in train_videos]
         self.classes = list(ds.classes)
-        self.feature_dim = ds.feature_dim()
-        write_text(run / "config.yaml", dump(cfg))
+        # Every training video is checked before the run folder is touched: bad data fails
+        # fast, naming the file, and leaves no half-made run behind.
+        self.feature_dim = ds.validate(ids)
+        run = ensure_dir(Path(run))
+        ckdir = ensure_dir(run / "checkpoints")
+        if main:
+            write_text(run / "config.yaml", dump(cfg))
         log_path = run / "train_log.json"
         self.log = read_json(log_path) if (resume and log_path.is_file()) else {}
         self.log.update({"train_subset": train_subset, "train_videos": len(ids),
@@ -122,6 +142,7 @@ class ACN:
         base_cfg = {k: v for k, v in cfg["base"].items() if k != "attention_percentile"}
         labels = {v.id: [ds.annotations.class_index(lab, f"video {v.id}") for lab in v.labels]
                   for v in train_videos}
+        all_outputs: dict[str, dict[str, bt.BaseOutputs]] = {}
         for si, stream in enumerate(STREAMS):
             t0 = time.perf_counter()
             base_path = ckdir / f"{stream}_base.pt"
@@ -131,30 +152,42 @@ class ACN:
                 self._check_compatible(meta, base_path)
                 outputs = bt.load_outputs(src / "base_outputs" / stream, ids)
                 threshold = float(meta["attention_threshold"])
-                if src != run:
+                if src != run and main:
                     bt.save_base_checkpoint(base_path, model, {**meta, "config": cfg})
             else:
                 model, info = bt.train_base(ds, ids, stream, base_cfg, seed=seed + si,
-                                            progress=progress)
+                                            progress=progress, device=dist.train_device())
+                model.cpu()
+                # every rank predicts every training video: ~1% of training's cost, and the
+                # regression stage (sharded per batch) needs any video's outputs on any rank
                 outputs = bt.predict_base(model, ds, ids, stream)
                 threshold = bt.calibrate_attention(outputs, cfg["base"]["attention_percentile"])
                 cls_map = bt.classification_map(outputs, ds, ids)
-                bt.save_outputs(run / "base_outputs" / stream, outputs)
-                bt.save_base_checkpoint(base_path, model, {
-                    "config": cfg, "classes": self.classes, "stream": stream,
-                    "feature_dim": self.feature_dim, "attention_threshold": threshold})
+                if main:
+                    bt.save_outputs(run / "base_outputs" / stream, outputs)
+                    bt.save_base_checkpoint(base_path, model, {
+                        "config": cfg, "classes": self.classes, "stream": stream,
+                        "feature_dim": self.feature_dim, "attention_threshold": threshold})
                 self.log[f"{stream}_base"] = {
                     "seconds": round(time.perf_counter() - t0, 2),
                     "train_classification_map": cls_map, "attention_threshold": threshold,
-                    "losses": info.get("losses")}
+                    "losses": info.get("losses"), "processes": dist.world_size()}
+                if main:
+                    write_json(log_path, self.log)
+            self.models[stream] = StreamModel(model, None, threshold)  # type: ignore[arg-type]
+            all_outputs[stream] = outputs
+        if stage == "base":
+            dist.barrier()
+            return self.log
+        # Regression nets after both base models: with acn.scp_source = mean, each stream's
+        # proposals are scored on the mean of both streams' SCP.
+        for si, stream in enumerate(STREAMS):
+            outputs = self.scored_outputs(all_outputs, stream)
+            self.models[stream].nets = self._fit_regression(ds, ids, stream, si, outputs, labels,
+                                                            ckdir, resume, progress)
+            if main:
                 write_json(log_path, self.log)
-            if stage == "base":
-                self.models[stream] = StreamModel(model, None, threshold)  # type: ignore[arg-type]
-                continue
-            nets = self._fit_regression(ds, ids, stream, si, outputs, labels, ckdir, resume,
-                                        progress)
-            self.models[stream] = StreamModel(model, nets, threshold)
-            write_json(log_path, self.log)
+        dist.barrier()  # rank 0's files are complete before any rank goes on
         return self.log
 
     def _fit_regression(self, ds, ids, stream, si, outputs, labels, ckdir, resume, progress):
@@ -178,6 +211,8 @@ class ACN:
             return cache[vid]
 
         def checkpoint(epoch, nets, opt, history):
+            if not dist.is_main():
+                return
             _save_checkpoint(state_path, {"nets": nets.state_dict(), "optimizer": opt.state_dict(),
                                           "epoch": epoch, "history": history, "config": cfg})
 
@@ -186,9 +221,10 @@ class ACN:
             feats, ids, outputs, labels, self.feature_dim, cfg["acn"], cfg["train"],
             seed=int(cfg["seed"]) + 10 + si, progress=progress, desc=f"{stream} regression",
             checkpoint=checkpoint, resume=state)
-        _save_checkpoint(final, {"state_dict": nets.state_dict(), "kwargs": nets.kwargs(),
-                                 "config": cfg, "classes": self.classes, "stream": stream,
-                                 "history": history})
+        if dist.is_main():
+            _save_checkpoint(final, {"state_dict": nets.state_dict(), "kwargs": nets.kwargs(),
+                                     "config": cfg, "classes": self.classes, "stream": stream,
+                                     "history": history})
         self.log[f"{stream}_regression"] = {"seconds": round(time.perf_counter() - t0, 2),
                                             "history": history}
         return nets
@@ -249,6 +285,17 @@ class ACN:
     def base_outputs(self, ds: Dataset, ids: list[str], stream: str) -> dict[str, bt.BaseOutputs]:
         return bt.predict_base(self.models[stream].base, ds, ids, stream)
 
+    def scored_outputs(self, outputs: dict[str, dict[str, bt.BaseOutputs]],
+                       stream: str) -> dict[str, bt.BaseOutputs]:
+        """The SCP/video scores a stream's proposals are scored on: its own (paper) or the mean
+        of both streams' (``acn.scp_source = mean``); attention stays the stream's own."""
+        if self.cfg["acn"]["scp_source"] == "stream":
+            return outputs[stream]
+        return {v: bt.BaseOutputs(scp=mean_outputs(outputs, v).scp,
+                                  attention=o.attention,
+                                  video_scores=mean_outputs(outputs, v).video_scores)
+                for v, o in outputs[stream].items()}
+
     def propose(self, ds: Dataset, ids: list[str], stream: str,
                 outputs: dict[str, bt.BaseOutputs] | None = None,
                 progress: bool = False) -> dict[str, StreamProposals]:
@@ -261,7 +308,7 @@ class ACN:
         lengths = {vid: outputs[vid].scp.shape[1] for vid in ids}
         self._check_short(ds, ids, lengths)
         order = sorted(ids, key=lambda v: lengths[v])
-        batches, cur, cur_len = [], [], 0
+        batches, cur = [], []
         for vid in order:  # videos of similar length share one padded conv batch
             if cur and (len(cur) + 1) * lengths[vid] > loc["batch_snippets"]:
                 batches.append(cur)
@@ -274,10 +321,11 @@ class ACN:
             for batch in tqdm(batches, desc=f"localize {stream}", disable=not progress, leave=False):
                 arrays = [ds.features(v, self.feature_dim)[col] for v in batch]
                 feats, lens = pad_batch(arrays)
-                regs = sm.nets(feats, lens)
+                regs = sm.nets(feats, lens) if cfg["acn"]["regression"] else \
+                    dict.fromkeys(cfg["acn"]["anchors"])
                 for i, vid in enumerate(batch):
-                    result[vid] = self._score_one(feats[i, : lens[i]], outputs[vid],
-                                                  {a: r[i, :, : lens[i]] for a, r in regs.items()},
+                    r_i = {a: (r[i, :, : lens[i]] if r is not None else None) for a, r in regs.items()}
+                    result[vid] = self._score_one(feats[i, : lens[i]], outputs[vid], r_i,
                                                   sm.attention_threshold)
         return result
 
@@ -300,16 +348,32 @@ class ACN:
         if not regressions:  # shorter than every anchor: the whole video is the proposal
             regressions = {T: None}
         classes = select_classes(torch.from_numpy(out.video_scores), acn["video_score_threshold"])
-        sp = score_video(feats, torch.from_numpy(out.scp), regressions, classes,
-                         attention=torch.from_numpy(out.attention),
-                         attention_threshold=attention_threshold,
-                         alpha=acn["alpha"], scp_threshold=acn["scp_threshold"],
-                         score_terms=acn["score_terms"], attention_mode=acn["attention_mode"],
-                         lc_features=acn["lc_features"], inflation=acn["inflation"],
-                         one_per_position_at_test=loc["one_per_position"])
-        if sp.empty:
+        scp = torch.from_numpy(out.scp)
+        scp_thr = scp_thresholds(scp, classes, acn["scp_threshold"], acn["scp_threshold_mode"])
+        parts = []
+        if acn["proposals"] in ("anchors", "both"):
+            sp = score_video(feats, scp, regressions, classes,
+                             attention=torch.from_numpy(out.attention),
+                             attention_threshold=attention_threshold,
+                             alpha=acn["alpha"], scp_threshold=scp_thr,
+                             score_terms=acn["score_terms"], attention_mode=acn["attention_mode"],
+                             lc_features=acn["lc_features"], inflation=acn["inflation"],
+                             one_per_position_at_test=loc["one_per_position"])
+            parts.append((sp.segments.double(), sp.scores.double(), sp.labels))
+        if acn["proposals"] in ("cas", "both") and classes.numel():
+            rows, st, en = cas_candidates(out.scp[classes.numpy()], acn["cas_thresholds"])
+            lab = classes[torch.from_numpy(rows)]
+            s2, e2 = regress_segments(torch.from_numpy(st), torch.from_numpy(en), T, regressions)
+            sc = score_segments(feats, scp, lab, s2, e2, acn["inflation"], acn["alpha"],
+                                acn["score_terms"], acn["lc_features"])
+            parts.append((torch.stack([s2, e2], 1), sc, lab))
+        if not parts or sum(len(p[1]) for p in parts) == 0:
             return StreamProposals(np.zeros((0, 2)), np.zeros(0), np.zeros(0, dtype=np.int64))
-        seg, sc, lab = sp.segments.double(), sp.scores.double(), sp.labels
+        seg = torch.cat([p[0] for p in parts])
+        sc = torch.cat([p[1] for p in parts])
+        lab = torch.cat([p[2] for p in parts])
+        if loc["video_score_weight"]:
+            sc = sc + loc["video_score_weight"] * torch.from_numpy(out.video_scores).double()[lab]
         if loc["nms"] == "greedy":
             keep = nms(seg, sc, lab, iou_threshold=loc["nms_iou"], topk=loc["pre_nms_topk"],
                        max_dets=loc["max_detections"])
@@ -341,8 +405,13 @@ class ACN:
         self.check_dataset(ds, str(ds.root or ds.annotations.name))
         ids = list(video_ids)
         streams = list(streams)
-        need = set(STREAMS) if "fused" in streams else set(streams)
-        props = {s: self.propose(ds, ids, s, progress=progress) for s in STREAMS if s in need}
+        ds.validate(ids, self.feature_dim)  # every video's features, before any work
+        need = set(STREAMS) if ("fused" in streams or self.cfg["acn"]["scp_source"] == "mean") \
+            else set(streams)
+        outs = {s: self.base_outputs(ds, ids, s) for s in STREAMS if s in need}
+        props = {s: self.propose(ds, ids, s, outputs=self.scored_outputs(outs, s),
+                                 progress=progress)
+                 for s in STREAMS if s in need and (s in streams or "fused" in streams)}
         out: dict[str, dict[str, list[Detection]]] = {}
         for s in streams:
             dets = {}
@@ -351,6 +420,19 @@ class ACN:
                 dets[vid] = self.to_seconds(ds, vid, p)
             out[s] = dets
         return out
+
+    def baseline(self, ds: Dataset, ids: list[str], stream: str,
+                 cfg: dict | None = None) -> dict[str, list[Detection]]:
+        """CAS-thresholding detections from this run's own base models (the in-harness
+        baseline): ``stream`` is ``rgb``, ``flow`` or ``both`` (mean of the two streams' CAS)."""
+        from acn.baselines import cas_detections
+
+        if stream == "both":
+            both = {s: self.base_outputs(ds, ids, s) for s in STREAMS}
+            outputs = {v: mean_outputs(both, v) for v in ids}
+        else:
+            outputs = self.base_outputs(ds, ids, stream)
+        return cas_detections(outputs, ds, cfg)
 
     def to_seconds(self, ds: Dataset, vid: str, p: StreamProposals) -> list[Detection]:
         video = ds.video(vid)

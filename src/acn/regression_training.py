@@ -14,14 +14,15 @@ depends only on (seed, epoch).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from acn import distributed as dist
 from acn.localize.proposals import score_video, select_classes
+from acn.localize.segments import scp_thresholds
 from acn.model.regression import RegressionNets
 
 
@@ -87,6 +88,7 @@ def train_regression(
     torch.manual_seed(seed)
     nets = RegressionNets(in_dim, list(acn_cfg["anchors"]), filters=acn_cfg["filters"],
                           zero_init=acn_cfg["zero_init"])
+    dist.broadcast_parameters(nets)
     opt = make_optimizer(nets, train_cfg)
     history: list[dict] = []
     start_epoch = 0
@@ -106,22 +108,27 @@ def train_regression(
         n_batches = math.ceil(len(order) / bs)
         losses, kept, offsets = [], 0, []
         nets.train()
-        bar = tqdm(range(n_batches), desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=not progress,
-                   leave=False, unit="batch")
+        bar = tqdm(range(n_batches), desc=f"{desc} epoch {epoch + 1}/{epochs}",
+                   disable=not progress or not dist.is_main(), leave=False, unit="batch")
         for b in bar:
-            ids = [video_ids[i] for i in order[b * bs:(b + 1) * bs]]
-            feats, lengths = pad_batch([features(v) for v in ids])
-            regs = nets(feats, lengths)
+            # under torchrun each rank takes its share of the same global batch
+            ids = dist.shard([video_ids[i] for i in order[b * bs:(b + 1) * bs]])
+            if ids:
+                feats, lengths = pad_batch([features(v) for v in ids])
+                regs = nets(feats, lengths)
             terms = []
             for i, vid in enumerate(ids):
                 T = int(lengths[i])
                 out = base_outputs[vid]
                 classes = training_classes(out.video_scores, labels[vid], acn_cfg["class_source"],
                                            acn_cfg["video_score_threshold"])
+                scp = torch.from_numpy(np.asarray(out.scp))
+                thr = scp_thresholds(scp, classes, acn_cfg["scp_threshold"],
+                                     acn_cfg["scp_threshold_mode"])
                 sp = score_video(
-                    feats[i, :T], torch.from_numpy(np.asarray(out.scp)),
+                    feats[i, :T], scp,
                     {a: (regs[a][i, :, :T] if regress else None) for a in nets.anchors if a <= T},
-                    classes, alpha=acn_cfg["alpha"], scp_threshold=acn_cfg["scp_threshold"],
+                    classes, alpha=acn_cfg["alpha"], scp_threshold=thr,
                     score_terms=acn_cfg["score_terms"], lc_features=acn_cfg["lc_features"],
                     training=True)
                 if sp.loss is not None:
@@ -134,6 +141,11 @@ def train_regression(
                         moved = (sp.segments[k, 0] - start0).abs() + \
                             (sp.segments[k, 1] - start0 - anchor).abs()
                         offsets.append((moved / (2 * anchor)).detach())
+            if dist.is_distributed():
+                value = _distributed_step(terms, nets, opt, regress)
+                if value is not None:
+                    losses.append(value)
+                continue
             if not terms:
                 continue
             loss = torch.stack(terms).mean()
@@ -144,10 +156,35 @@ def train_regression(
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
         off = torch.cat(offsets) if offsets else torch.zeros(0)
+        kept, off_sum, off_n = dist.all_reduce([kept, float(off.double().sum()), off.numel()])
         history.append({"epoch": epoch + 1, "lr": lr, "loss": float(np.mean(losses)) if losses else None,
-                        "batches_with_proposals": len(losses), "kept_proposals": kept,
-                        "mean_abs_offset_over_P": float(off.mean()) if off.numel() else 0.0})
+                        "batches_with_proposals": len(losses), "kept_proposals": int(kept),
+                        "mean_abs_offset_over_P": 0.0 if not off_n else
+                        off_sum / off_n if dist.is_distributed() else float(off.mean())})
         if checkpoint is not None:
             checkpoint(epoch + 1, nets, opt, history)
     nets.eval()
     return nets, history
+
+
+def _distributed_step(terms: list[torch.Tensor], nets: RegressionNets,
+                      opt: torch.optim.Optimizer, regress: bool) -> float | None:
+    """One optimiser step on a global batch split across ranks; returns the batch's mean loss
+    (None when no video of the global batch kept a proposal, as the single-process loop skips).
+
+    Each rank backpropagates ``sum(its terms) / K`` with ``K`` the global number of terms, so
+    the all-reduced (summed) gradient is that of the single-process ``mean`` over the batch.
+    """
+    local = torch.stack(terms).sum() if terms else None
+    k, total, grad_ranks = dist.all_reduce([
+        len(terms), float(local.detach()) if local is not None else 0.0,
+        float(local is not None and local.requires_grad)])
+    if k == 0:
+        return None
+    if regress and grad_ranks > 0:
+        opt.zero_grad(set_to_none=True)
+        if local is not None and local.requires_grad:
+            (local / k).backward()
+        dist.all_reduce_gradients(nets.parameters())
+        opt.step()
+    return total / k

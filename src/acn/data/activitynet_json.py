@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from acn.data.annotations import Annotations, Segment, Video, clean_segment, infer_splits
-from acn.data.wtalc import DEFAULT_FPS, DEFAULT_FRAMES_PER_SNIPPET, aggregate_clip_warnings
+from acn.data.annotations import aggregate_clip_warnings
+from acn.data.wtalc import DEFAULT_FPS, DEFAULT_FRAMES_PER_SNIPPET
 from acn.errors import AcnError
 
 
@@ -47,6 +48,8 @@ def read_json_strict(path: Path, what: str = "JSON file") -> Any:
     path = Path(path)
     if not path.is_file():
         raise AcnError(f"{path}: {what} not found")
+    if path.stat().st_size == 0:
+        raise AcnError(f"{path}: {what} is empty (0 bytes)")
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f, object_pairs_hook=_unique_keys)

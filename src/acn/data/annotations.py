@@ -8,7 +8,9 @@ snippet grid of a video is described by ``fps`` and ``frames_per_snippet``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
@@ -163,3 +165,39 @@ def clean_segment(start: float, end: float, duration: float, where: str) -> tupl
                       "clipped", stacklevel=2)
         end = duration
     return float(start), float(end)
+
+
+_CLIPPED = re.compile(r"video (\S+): segment .*(clipped|kept as ground truth)$", re.S)
+
+
+@contextlib.contextmanager
+def aggregate_clip_warnings(where: str) -> Iterator[None]:
+    """Collect the per-segment warnings of :func:`clean_segment` into one warning for ``where``.
+
+    Call ``clean_segment(..., where=f"{file}: video {vid}")`` inside the block. Other warnings
+    pass through unchanged.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    clipped, dropped, videos, others = 0, 0, set(), []
+    for w in caught:
+        m = _CLIPPED.search(str(w.message))
+        if m is None:
+            others.append(w)
+            continue
+        videos.add(m.group(1))
+        if m.group(2) == "clipped":
+            clipped += 1
+        else:
+            dropped += 1
+    for w in others:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if clipped or dropped:
+        what = [f"{clipped} segment(s) ending after their video were clipped to its duration"
+                ] if clipped else []
+        what += [f"{dropped} segment(s) starting after their video ends were kept as given "
+                 "(the official evaluation counts them)"
+                 ] if dropped else []
+        warnings.warn(f"{where}: {' and '.join(what)}, in {len(videos)} video(s) "
+                      f"(e.g. {', '.join(sorted(videos)[:3])})", stacklevel=3)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from acn.data.annotations import Annotations, Segment, Video, clean_segment
+from acn.data.annotations import Annotations, Segment, Video, aggregate_clip_warnings, clean_segment
 from acn.data.features import Dataset, PairedNpyStore
 from acn.errors import AcnError
 from acn.fileio import ensure_dir, read_json, save_npy, write_json
@@ -46,8 +46,12 @@ def is_canonical(root: Path) -> bool:
         return False
     try:
         return read_json(p).get("format") == FORMAT
-    except (AcnError, AttributeError):
+    except AttributeError:
         return False
+    except AcnError:
+        # A broken index of ours (duplicate key, bad JSON): say what is wrong with it rather
+        # than "no dataset layout recognised".
+        return f'"{FORMAT}"' in p.read_text(encoding="utf-8", errors="replace")
 
 
 def annotations_to_json(ann: Annotations, num_snippets: dict[str, int] | None = None) -> dict:
@@ -114,7 +118,8 @@ def load_canonical(root: Path) -> Dataset:
     """Open a canonical folder; features stay on disk (memory-mapped on access)."""
     root = Path(root)
     index = root / INDEX
-    ann = annotations_from_json(read_json(index, "dataset index"), str(index))
+    with aggregate_clip_warnings(str(index)):
+        ann = annotations_from_json(read_json(index, "dataset index"), str(index))
     return Dataset(ann, PairedNpyStore(lambda vid: feature_paths(root, vid)), root=root)
 
 

@@ -7,7 +7,7 @@ of thousands of videos is not read into RAM when it is opened.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -36,12 +36,17 @@ def load_npy(path: Path, mmap: bool = True) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise AcnError(f"{path}: feature file is missing")
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise AcnError(f"{path}: not a .npy file (no NumPy header; corrupt?)")
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError as e:
-        if "pickle" in str(e).lower():
+        if "pickle" in str(e).lower() or "Python objects" in str(e):
             raise AcnError(f"{path}: holds pickled objects; acn reads plain numeric .npy files "
                            "(pickles can run code)") from None
+        if "mmap length" in str(e):
+            raise AcnError(f"{path}: truncated .npy file (shorter than its header says)") from None
         raise AcnError(f"{path}: not a readable .npy array ({e})") from None
     except (OSError, EOFError) as e:
         raise AcnError(f"{path}: corrupt or truncated .npy file ({e})") from None
@@ -68,7 +73,7 @@ def check_streams(rgb: np.ndarray, flow: np.ndarray, where: str,
                        f"expects {expected_dim}-d")
     out = []
     for name, a in (("RGB", rgb), ("Flow", flow)):
-        a = np.asarray(a, dtype=np.float32)
+        a = np.array(a, dtype=np.float32)  # a copy in RAM: a memory map is read-only
         if not np.isfinite(a).all():
             bad = np.argwhere(~np.isfinite(a))[0]
             raise AcnError(f"{where}: {name} features contain NaN or Inf (first at snippet "
@@ -134,6 +139,7 @@ class Dataset:
     annotations: Annotations
     store: FeatureStore
     root: Path | None = None
+    _checked: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def classes(self) -> list[str]:
@@ -145,10 +151,31 @@ class Dataset:
     def features(self, video_id: str, expected_dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Validated ``(rgb, flow)`` float32 arrays of shape ``(T, D)`` for one video."""
         if not self.store.has(video_id):
-            raise AcnError(f"{self.store.describe(video_id)}: feature file missing for listed "
-                           f"video {video_id!r}")
+            what = self.store.describe(video_id)
+            paths = getattr(self.store, "paths", None)
+            if paths is not None:  # name the file that is missing, not the pair
+                gone = [str(p) for p in paths(video_id) if p is not None and not p.is_file()]
+                what = " and ".join(gone) or what
+            raise AcnError(f"{what}: feature file missing for listed video {video_id!r}")
         rgb, flow = self.store.load(video_id)
         return check_streams(rgb, flow, self.store.describe(video_id), expected_dim)
+
+    def validate(self, video_ids, expected_dim: int | None = None) -> int:
+        """Read and check the features of every video in ``video_ids`` now, one at a time.
+
+        Raises :class:`AcnError` naming the file for the first missing, corrupt, empty, NaN/Inf
+        or wrongly shaped video, or one whose width differs from the others (or from
+        ``expected_dim``). Run before anything is written, so that a bad input fails fast and
+        leaves no partial output. Videos already checked are skipped. Returns the width.
+        """
+        dim = expected_dim
+        for vid in video_ids:
+            if dim is not None and self._checked.get(vid) == dim:
+                continue
+            rgb, _ = self.features(vid, dim)
+            dim = int(rgb.shape[1])
+            self._checked[vid] = dim
+        return int(dim) if dim is not None else self.feature_dim()
 
     def feature_dim(self) -> int:
         """Per-stream feature width, read from the first video's features."""

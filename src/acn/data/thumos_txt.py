@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Iterable
 
 from acn.data.annotations import Annotations, Segment, Video, clean_segment, infer_splits
-from acn.data.wtalc import aggregate_clip_warnings, read_interval_file
+from acn.data.annotations import aggregate_clip_warnings
+from acn.data.wtalc import read_interval_file
 from acn.errors import AcnError
 
 _FILE = re.compile(r"^(?P<cls>.+)_(?P<subset>[A-Za-z]+)\.txt$")

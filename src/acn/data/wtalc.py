@@ -31,17 +31,16 @@ CliffDiving segments that are also labelled Diving stay as given (THUMOS convent
 
 from __future__ import annotations
 
-import contextlib
 import io
-import re
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from acn.data.annotations import Annotations, Segment, Video, clean_segment, infer_splits
+from acn.data.annotations import (Annotations, Segment, Video, aggregate_clip_warnings,
+                                  clean_segment, infer_splits)
 from acn.data.features import Dataset, split_joint
 from acn.errors import AcnError
 from acn.fileio import ensure_dir, save_npy, write_bytes, write_text
@@ -98,42 +97,6 @@ def as_str(x: Any) -> str:
     if isinstance(x, (bytes, np.bytes_)):
         return bytes(x).decode("utf-8")
     return str(x)
-
-
-_CLIPPED = re.compile(r"video (\S+): segment .*(clipped|kept as ground truth)$", re.S)
-
-
-@contextlib.contextmanager
-def aggregate_clip_warnings(where: str) -> Iterator[None]:
-    """Collect the per-segment warnings of :func:`clean_segment` into one warning for ``where``.
-
-    Call ``clean_segment(..., where=f"{file}: video {vid}")`` inside the block. Other warnings
-    pass through unchanged.
-    """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    clipped, dropped, videos, others = 0, 0, set(), []
-    for w in caught:
-        m = _CLIPPED.search(str(w.message))
-        if m is None:
-            others.append(w)
-            continue
-        videos.add(m.group(1))
-        if m.group(2) == "clipped":
-            clipped += 1
-        else:
-            dropped += 1
-    for w in others:
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if clipped or dropped:
-        what = [f"{clipped} segment(s) ending after their video were clipped to its duration"
-                ] if clipped else []
-        what += [f"{dropped} segment(s) starting after their video ends were kept as given "
-                 "(the official evaluation counts them)"
-                 ] if dropped else []
-        warnings.warn(f"{where}: {' and '.join(what)}, in {len(videos)} video(s) "
-                      f"(e.g. {', '.join(sorted(videos)[:3])})", stacklevel=3)
 
 
 def read_interval_file(path: Path) -> dict[str, list[tuple[float, float]]]:

@@ -345,18 +345,25 @@ def score_video(
         loss = objective[kept].mean()
 
     select = kept if (kept is not None and not training) else valid
-    j, c = torch.nonzero(select, as_tuple=True)
+    # flat (proposal, class) indices: 1-D gathers are much cheaper than [j, c] pairs
+    K = classes.numel()
+    flat = torch.nonzero(select.reshape(-1)).flatten()
+    j, c = flat // K, flat % K
+
+    def pick(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(-1).index_select(0, flat)
+
     return ScoredProposals(
-        segments=torch.stack([sub.start[j], sub.end[j]], 1),
-        scores=scores[j, c],
-        labels=classes[c],
-        anchor=sub.anchor[j],
-        position=sub.position[j],
-        L=terms.L[j, c],
-        L_oic=terms.L_oic[j, c],
-        Lc=terms.Lc[j],
+        segments=torch.stack([sub.start.index_select(0, j), sub.end.index_select(0, j)], 1),
+        scores=pick(scores),
+        labels=classes.index_select(0, c),
+        anchor=sub.anchor.index_select(0, j),
+        position=sub.position.index_select(0, j),
+        L=pick(terms.L),
+        L_oic=pick(terms.L_oic),
+        Lc=terms.Lc.index_select(0, j),
         loss=loss,
-        kept=kept[j, c] if kept is not None else None,
+        kept=pick(kept) if kept is not None else None,
         n_kept=int(kept.sum()) if kept is not None else 0,
         n_proposals=n_props,
     )

@@ -1,0 +1,98 @@
+"""Proposals beyond fixed anchors: multi-threshold CAS segments, regressed and scored by -L.
+
+A CAS segment of length L (snippets) is regressed by the anchor network whose size P is
+closest to L in log scale (its start offset read at the segment's start, its end offset at
+its end, Eqs. 5-6 with that P), inflated by ``inflation * length`` and scored with the same
+coherence loss as the anchor proposals, so both sources rank on one scale.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from acn.model.coherence import feature_integral, objective_from_terms, proposal_terms
+
+
+def cas_candidates(scp: np.ndarray, thresholds: Sequence[float], min_length: int = 1
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Connected runs of each row of ``scp`` (K, T) above relative levels.
+
+    A level t means ``min + t * (max - min)`` of the row over the video. Returns
+    ``(rows (N,), starts (N,), ends (N,))``: run n covers snippets [starts[n], ends[n]) of
+    row rows[n]; duplicates across levels are removed.
+    """
+    scp = np.asarray(scp, dtype=np.float64)
+    K, T = scp.shape
+    if K == 0 or T == 0:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z, z
+    th = np.asarray(thresholds, dtype=np.float64)
+    lo, hi = scp.min(1, keepdims=True), scp.max(1, keepdims=True)
+    levels = lo + th[None, :] * (hi - lo)                       # (K, L)
+    mask = scp[:, None, :] > levels[:, :, None]                 # (K, L, T)
+    edges = np.diff(np.pad(mask.reshape(-1, T).astype(np.int8), ((0, 0), (1, 1))), axis=1)
+    rows, starts = np.nonzero(edges == 1)
+    _, ends = np.nonzero(edges == -1)
+    rows = rows // len(th)
+    keep = (ends - starts) >= min_length
+    trip = np.unique(np.stack([rows[keep], starts[keep], ends[keep]], 1), axis=0)
+    return trip[:, 0], trip[:, 1], trip[:, 2]
+
+
+def regress_segments(starts: torch.Tensor, ends: torch.Tensor, T: int,
+                     regressions: Mapping[int, torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move segment boundaries with the nearest-size anchor network (Eqs. 5-6).
+
+    starts, ends: (N,) snippets; regressions: {P: r (2, T) or None}. Returns regressed
+    (start, end), clamped to [0, T] with end >= start.
+    """
+    s, e = starts.to(torch.float64), ends.to(torch.float64)
+    anchors = sorted(a for a, r in regressions.items() if r is not None)
+    if not anchors or s.numel() == 0:
+        return s, e
+    P = torch.tensor(anchors, dtype=torch.float64)
+    length = (e - s).clamp_min(1.0)
+    pick = (length.log()[:, None] - P.log()[None, :]).abs().argmin(1)   # (N,)
+    r = torch.stack([regressions[a].to(torch.float64) for a in anchors])  # (A, 2, T)
+    si = s.long().clamp(0, T - 1)
+    ei = e.long().clamp(0, T - 1)
+    p = P[pick]
+    s2 = s + p * (torch.sigmoid(r[pick, 0, si]) - 0.5)
+    e2 = e + p * (torch.sigmoid(r[pick, 1, ei]) - 0.5)
+    s2, e2 = s2.clamp(0, T), e2.clamp(0, T)
+    return s2, torch.maximum(e2, s2)
+
+
+def score_segments(features: torch.Tensor, scp: torch.Tensor, labels: torch.Tensor,
+                   starts: torch.Tensor, ends: torch.Tensor, inflation: float = 0.25,
+                   alpha: float = 0.6, score_terms: str = "both", lc_features: str = "raw",
+                   ) -> torch.Tensor:
+    """Scores (-objective) of N arbitrary segments, each for its own class.
+
+    features: (T, D); scp: (C, T); labels: (N,) class index of each segment; starts/ends: (N,)
+    snippets. The outer area is ``inflation * length`` on each side, clamped to the video.
+    """
+    T = features.shape[0]
+    if starts.numel() == 0:
+        return torch.zeros(0, dtype=torch.float64)
+    classes, inv = torch.unique(labels, return_inverse=True)
+    s, e = starts.to(torch.float64), ends.to(torch.float64)
+    pad = inflation * (e - s)
+    terms = proposal_terms(feature_integral(features, lc_features), scp[classes],
+                           (s - pad).clamp(0, T), s, e, (e + pad).clamp(0, T), alpha=alpha,
+                           lc_features=lc_features, out_dtype=torch.float64)
+    obj = objective_from_terms(terms, score_terms)   # (N, K)
+    return -obj[torch.arange(len(s)), inv]
+
+
+def scp_thresholds(scp: torch.Tensor, classes: torch.Tensor, threshold: float,
+                   mode: str) -> torch.Tensor | float:
+    """The SCP filtering threshold per selected class: ``absolute`` compares the SCP with
+    ``threshold`` itself (paper); ``relative`` with ``threshold`` times the class's maximum SCP
+    in the video (softmax SCPs of a true action are often far below an absolute 0.1)."""
+    if mode == "absolute" or classes.numel() == 0:
+        return threshold
+    return threshold * scp[classes].max(1).values
