@@ -115,10 +115,10 @@ def test_topk_mean_matches_direct_computation():
 
 # -- masking ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs", [
-    dict(head="untrimmednet", kernel_size=3),
-    dict(head="untrimmednet", pool="logits", background=True),
-    dict(head="topk_mil", scp="sigmoid", attention="branch", kernel_size=3),
-    dict(head="topk_mil", attention="max_logit", background=True),
+    {"head": "untrimmednet", "kernel_size": 3},
+    {"head": "untrimmednet", "pool": "logits", "background": True},
+    {"head": "topk_mil", "scp": "sigmoid", "attention": "branch", "kernel_size": 3},
+    {"head": "topk_mil", "attention": "max_logit", "background": True},
 ])
 def test_padding_does_not_change_a_videos_outputs(kwargs):
     torch.manual_seed(2)

@@ -86,7 +86,7 @@ def test_scores_by_hand_and_nms():
     # [2,3) and [4,5) mean 0.5 -> 0.5.
     cas = np.array([[0, 0, 0.5, 1, 0.5, 0, 0, 0]], dtype=np.float32)
     vs = np.array([1.0], dtype=np.float32)
-    cfg = {"thresholds": [0.3, 0.6], "nms_iou": 0.99}
+    cfg = {"thresholds": [0.3, 0.6], "nms_iou": 0.99, "min_length": 1}
     segs, _, scores = cas_segments(cas, vs, None, {**cfg, "score": "mean"})
     assert segs.tolist() == [[3, 4], [2, 5]]
     assert scores.tolist() == pytest.approx([1.0, 2 / 3])
@@ -96,6 +96,7 @@ def test_scores_by_hand_and_nms():
     # IoU([2,5), [3,4)) = 1/3: suppressed at nms_iou 0.3, kept at 0.4.
     assert len(cas_segments(cas, vs, None, {**cfg, "nms_iou": 0.3})[0]) == 1
     assert len(cas_segments(cas, vs, None, {**cfg, "nms_iou": 0.4})[0]) == 2
+    assert cas_segments(cas, vs, None, {**cfg, "min_length": 2})[0].tolist() == [[2, 5]]
 
 
 def test_attention_gate_and_absolute_thresholds():
@@ -108,7 +109,7 @@ def test_attention_gate_and_absolute_thresholds():
 
 
 def test_no_class_above_threshold_uses_top_class_or_none():
-    scp, vs, att = planted()
+    scp, _, att = planted()
     low = np.full(3, 0.05, dtype=np.float32)
     low[2] = 0.06
     _, labels, _ = cas_segments(scp, low, att, {"class_threshold": 0.5})

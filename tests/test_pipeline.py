@@ -127,3 +127,11 @@ def test_same_seed_same_predictions(tiny, tmp_path):
     b = torch.load(tmp_path / "run1/checkpoints/flow_regression.pt", weights_only=True)
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     assert np.isfinite([d[3] for d in preds[0]["fused"][ids[0]]]).all()
+
+
+def test_packaged_base_defaults_match_the_library():
+    from acn.base_training import DEFAULT_BASE_CONFIG
+    from acn.config import defaults
+
+    base = {k: v for k, v in defaults()["base"].items() if k != "attention_percentile"}
+    assert base == DEFAULT_BASE_CONFIG

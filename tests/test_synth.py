@@ -182,6 +182,9 @@ def test_long_preset_timelines():
     assert len(ann.subset("validation")) == 4 and len(ann.subset("test")) == 4
     assert min(v.duration for v in ann) >= 3000
     assert min(num_snippets(v.duration) for v in ann) > 4500
+    data = synthesize("long", videos=2, dim=8)
+    for v in data.annotations:
+        assert data.features[v.id][0].shape == (num_snippets(v.duration), 8)
 
 
 def test_sampled_preset_features(small):

@@ -49,7 +49,8 @@ Shape of an action instance
     random direction (each instance performed a little differently).
   * ``fragment=0.5``, ``fragment_decay=0.8``: the class evidence inside an instance comes and
     goes (key poses vs. transitions): it is scaled by ``max(0, 1 + 0.5 n_t)``, ``n`` smooth
-    unit noise (correlation ~0.8 per snippet), so weak supervision finds only parts of it.
+    unit noise (correlation ~0.8 per snippet) drawn for each stream apart (poses peak in RGB
+    when motion does not in Flow), so weak supervision finds only parts of an instance.
   * ``pre_prob=0.6``, ``pre_level=0.4``, ``pre_max_s=4.0``: a preparation stretch (0.5-1.5x the
     action, at most 4 s) before 60% of the instances, rising to 0.4 of a class-specific
     preparation pattern (plus actionness at half that level).

@@ -305,10 +305,6 @@ def _video_features(world: World, video: Video, T: int) -> tuple[np.ndarray, np.
     cov, u = _profiles(all_seg[:, 0], all_seg[:, 1], T, spf)
     gen = amp[:, None] * cov * (k.boundary_level + (1 - k.boundary_level) * _ramp(u, k.ramp_frac))
     mid = amp[:, None] * cov * _ramp(u, k.middle_frac)  # the discriminative middle
-    # the class evidence comes and goes within an instance (key poses vs. transitions)
-    mid *= np.clip(1.0 + k.fragment * _smooth_noise(rng, T, 1, k.fragment_decay)[:, 0], 0.0, None)
-    a_cls = np.zeros((len(present), T))
-    np.maximum.at(a_cls, cls_row, mid)
     a_gen = gen.max(axis=0) if n else np.zeros(T)
     # pre-action: a preparation stretch before some instances, rising to pre_level
     plen = np.minimum(rng.uniform(0.5, 1.5, n) * (all_seg[:, 1] - all_seg[:, 0]), k.pre_max_s)
@@ -359,12 +355,17 @@ def _video_features(world: World, video: Video, T: int) -> tuple[np.ndarray, np.
         if lv["cut"]:
             h[cuts] += lv["cut"] * np.exp(0.3 * rng.standard_normal(len(cuts)))[:, None] * \
                 _mix(w.cut, _unit(rng, len(cuts), K), 0.7)
-        cls_vec = w.cls[present]
-        h += _mm(a_cls.T, act_amp[:, None] * cls_vec)
+        # the class evidence comes and goes within an instance, at different moments in the
+        # two streams (key poses in RGB, fast movement in Flow)
+        frag = np.clip(1.0 + k.fragment * _smooth_noise(rng, T, 1, k.fragment_decay)[:, 0], 0, None)
+        mid_s = mid * frag
+        a_cls = np.zeros((len(present), T))
+        np.maximum.at(a_cls, cls_row, mid_s)
+        h += _mm(a_cls.T, act_amp[:, None] * w.cls[present])
         h += _mm(a_pre.T, w.prep[present]) * lv["action"]
         h += lv["actionness"] * a_gen[:, None] * w.actionness
         # each instance is performed a little differently
-        h += _mm(mid.T, _unit(rng, max(n, 1), K)[:n]) * (k.style_level * lv["action"])
+        h += _mm(mid_s.T, _unit(rng, max(n, 1), K)[:n]) * (k.style_level * lv["action"])
         dvec = _mix(_mix(w.actionness, w.bgmotion, 0.5), _unit(rng, max(nd, 1), K)[:nd], 0.6)
         dvec = dvec + k.distractor_class * w.cls[main]
         h += k.distractor_level * (lv["actionness"] + lv["action"]) * _mm(dprof.T, dvec)

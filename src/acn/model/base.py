@@ -178,12 +178,11 @@ class BaseModel(nn.Module):
                 raise AcnError(f"base model: {name} must be in [0, 1), got {p}")
         if k_divisor <= 0:
             raise AcnError(f"base model: k_divisor must be > 0, got {k_divisor}")
-        self.kwargs: dict[str, Any] = dict(
-            feature_dim=int(feature_dim), num_classes=int(num_classes), hidden=int(hidden),
-            kernel_size=int(kernel_size), dropout=float(dropout),
-            input_dropout=float(input_dropout), head=head,
-            k_divisor=float(k_divisor), scp=scp, attention=attention, pool=pool,
-            background=bool(background))
+        self.kwargs: dict[str, Any] = {
+            "feature_dim": int(feature_dim), "num_classes": int(num_classes),
+            "hidden": int(hidden), "kernel_size": int(kernel_size), "dropout": float(dropout),
+            "input_dropout": float(input_dropout), "head": head, "k_divisor": float(k_divisor),
+            "scp": scp, "attention": attention, "pool": pool, "background": bool(background)}
         self.num_classes = num_classes
         self.head = head
         self.k_divisor = float(k_divisor)
