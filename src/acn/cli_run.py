@@ -174,6 +174,10 @@ def add_localize_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--flow-weights", default=None)
     g.add_argument("--flow", dest="flow_method", default="tvl1", help="tvl1 | dis | farneback")
     g.add_argument("--device", default="cpu")
+    g.add_argument("--resize", type=int, default=256, help="short side after resizing")
+    g.add_argument("--crop", type=int, default=224, help="centre crop fed to I3D")
+    g.add_argument("--random-weights", action="store_true",
+                   help="allow randomly initialised I3D streams (tests only)")
 
 
 def _apply_inference_overrides(model, overrides: list[str]) -> None:
@@ -223,7 +227,9 @@ def _localize_video(args, model, stream: str) -> int:
     if not args.video.is_file():
         raise AcnError(f"{args.video}: video file not found")
     cfg = ex.ExtractConfig(flow=args.flow_method, rgb_weights=args.rgb_weights,
-                           flow_weights=args.flow_weights, device=args.device)
+                           flow_weights=args.flow_weights, device=args.device,
+                           resize=args.resize, crop=args.crop,
+                           random_weights=args.random_weights)
     models = ex.build_models(cfg)
     feats = ex.extract_video(args.video, cfg, models)
     vid = args.video.stem
