@@ -9,13 +9,17 @@ of every figure.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
+
+import numpy as np
 
 from acn.data.features import Dataset
 from acn.fileio import ensure_dir, write_json, write_text
 from acn.pipeline import ACN
 
 ALPHAS = (0.4, 0.5, 0.6, 0.7, 0.8)
+HELDOUT = "heldout"
 SCORINGS = (("coherence", "-Lc"), ("oic", "-L_OIC"), ("both", "-L"))
 
 
@@ -33,12 +37,33 @@ def default_tious_for(ds: Dataset) -> tuple[float, ...]:
     return tuple(round(0.1 * i, 1) for i in range(1, 8))
 
 
+def carve_validation(ds: Dataset, fraction: float, seed: int) -> Dataset:
+    """A copy of ``ds`` in which ``fraction`` of the training videos (drawn by video, seeded)
+    form a ``heldout`` subset that becomes the test subset: model selection never reads the
+    real test split."""
+    ann = ds.annotations
+    train = [v.id for v in ann.subset(ann.train_subset)]
+    n = max(1, int(round(fraction * len(train))))
+    pick = set(np.random.default_rng([seed, 0x5E1]).choice(train, n, replace=False).tolist())
+    videos = {k: (dataclasses.replace(v, subset=HELDOUT) if k in pick else v)
+              for k, v in ann.videos.items()}
+    new = dataclasses.replace(ann, videos=videos, test_subset=HELDOUT)
+    return dataclasses.replace(ds, annotations=new)
+
+
 def run_ablation(ds: Dataset, cfg: dict, out: Path, protocol: str | None = None,
-                 progress: bool = False, tious: tuple[float, ...] | None = None) -> str:
+                 progress: bool = False, tious: tuple[float, ...] | None = None,
+                 validation_fraction: float = 0.0) -> str:
+    """Train and evaluate every variant; with ``validation_fraction`` > 0 evaluate on a split
+    carved from the training videos instead of the test subset (for choosing a config)."""
     from acn.evaluate import evaluate
     from acn.report import map_table
 
     out = ensure_dir(Path(out))
+    if validation_fraction > 0:
+        ds = carve_validation(ds, validation_fraction, int(cfg["seed"]))
+        cfg = copy.deepcopy(cfg)
+        cfg["data"]["train_subset"], cfg["data"]["test_subset"] = ds.annotations.train_subset, HELDOUT
     test = cfg["data"]["test_subset"] or ds.annotations.test_subset
     protocol = protocol or choose_protocol(ds, test)
     tious = tuple(tious or default_tious_for(ds))

@@ -395,6 +395,9 @@ def add_ablate_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--protocol", default=None, help="thumos14 | activitynet (default: by data)")
+    p.add_argument("--validation-fraction", type=float, default=0.0,
+                   help="evaluate on this fraction of the TRAINING videos (seeded, by video) "
+                        "instead of the test subset: for choosing a configuration")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -403,6 +406,9 @@ def run_ablate(args: argparse.Namespace) -> int:
 
     ds = open_data(args)
     cfg = resolve_config(args)
-    table = run_ablation(ds, cfg, args.out, protocol=args.protocol, progress=_progress(args))
+    if not 0.0 <= args.validation_fraction < 1.0:
+        raise AcnError(f"--validation-fraction must be in [0, 1), got {args.validation_fraction}")
+    table = run_ablation(ds, cfg, args.out, protocol=args.protocol, progress=_progress(args),
+                         validation_fraction=args.validation_fraction)
     print(table)
     return 0
