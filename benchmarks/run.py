@@ -22,7 +22,7 @@
 Timings are medians of ``--repeats`` runs, baseline and measurement interleaved; torch uses
 ``--threads`` threads (default 2) everywhere, children included (OMP_NUM_THREADS).
 The models are untrained-but-valid: base models fitted for one epoch (``--trained-base``:
-the configured 40) and random regression nets; timings do not depend on training quality,
+the configured base.epochs) and random regression nets; timings do not depend on training quality,
 but the number of surviving proposals does, so the counts are printed too.
 """
 
@@ -587,7 +587,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=None,
                     help="repeats per timing (default 3, quick 2)")
     ap.add_argument("--trained-base", action="store_true",
-                    help="fit the base models with the configured epochs (40) instead of 1")
+                    help="fit the base models for the configured base.epochs instead of 1")
     ap.add_argument("--profile", action="store_true", help="print cProfile tops for 1-3")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     args = ap.parse_args()
