@@ -15,7 +15,6 @@ the sorted set of segment and video labels. Times are seconds.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from pathlib import Path
@@ -25,40 +24,13 @@ from acn.data.annotations import Annotations, Segment, Video, clean_segment, inf
 from acn.data.annotations import aggregate_clip_warnings
 from acn.data.wtalc import DEFAULT_FPS, DEFAULT_FRAMES_PER_SNIPPET
 from acn.errors import AcnError
-
-
-class _DuplicateKey(Exception):
-    pass
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise _DuplicateKey(k)
-        out[k] = v
-    return out
+from acn.fileio import read_json
 
 
 def read_json_strict(path: Path, what: str = "JSON file") -> Any:
-    """Like :func:`acn.fileio.read_json`, but a key given twice (a duplicate video id) is an error.
-
-    ``json`` silently keeps the last of two equal keys, which would hide a duplicated video.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise AcnError(f"{path}: {what} not found")
-    if path.stat().st_size == 0:
-        raise AcnError(f"{path}: {what} is empty (0 bytes)")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f, object_pairs_hook=_unique_keys)
-    except _DuplicateKey as e:
-        raise AcnError(f"{path}: key {e.args[0]!r} appears twice (duplicate video id?)") from None
-    except json.JSONDecodeError as e:
-        raise AcnError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    except UnicodeDecodeError:
-        raise AcnError(f"{path}: not a UTF-8 text file") from None
+    """:func:`acn.fileio.read_json`: a key given twice (a duplicate video id) is an error, since
+    ``json`` alone silently keeps the last of two equal keys."""
+    return read_json(path, what)
 
 
 def _number(x: Any, what: str, where: str) -> float:
