@@ -538,16 +538,15 @@ def _dots_direct(pi: PrefixIntegral, pts: _Points, w: torch.Tensor, chunk_size: 
 
 
 def _choose_method(pi: PrefixIntegral, pts: _Points, block: int) -> str:
-    """Rough cost model, in D-wide operations: the Gram band costs T (block + span) GEMM
-    multiply-adds (~20x cheaper each than a value moved by a memory-bound pass); the direct
-    method needs the float64 prefix sums (~4 passes over T rows) and moves ~25 rows per
-    proposal."""
+    """Cost model in units of one row-pair of the Gram band's GEMM (measured on one CPU
+    thread, D = 1024): the Gram band costs T (block + span) units; the direct method ~600
+    units per proposal plus ~200 per row for the float64 prefix sums it needs (unless built)."""
     span = pts.pair_span()
     if pi.has_band(span):
         return "gram"  # already paid for
     rows = pi.T + 1
-    gram_cost = rows * (min(block, rows) + span) / 20
-    direct_cost = 25 * pts.n + (0 if pi._cum is not None else 4 * rows)
+    gram_cost = rows * (min(block, rows) + span)
+    direct_cost = 600 * pts.n + (0 if pi._cum is not None else 200 * rows)
     return "gram" if gram_cost < direct_cost else "direct"
 
 
@@ -617,8 +616,15 @@ def feature_integral(features: torch.Tensor, lc_features: LcFeatures = "raw",
         return PrefixIntegral(features)
     if lc_features == "standardize":
         f = features.detach()
-        if f.dtype != torch.float32:
-            f = f.to(torch.float64)
+        if f.dtype == torch.float32 and f.dim() == 2 and f.shape[0] > 0:
+            # column sums as GEMVs (torch's dim-0 std_mean is a slow strided reduction):
+            # shift by a sample row, centre by the (two-pass) mean, scale in place
+            ones = f.new_ones(1, f.shape[0])
+            z = f - f[0]
+            z -= (ones @ z) / f.shape[0]
+            var = (ones @ (z * z)) / f.shape[0]
+            return PrefixIntegral(z.mul_(1 / (var.sqrt() + std_eps)), center=False)
+        f = f.to(torch.float64)
         std, mean = torch.std_mean(f, 0, unbiased=False)
         f = (f - mean) * (1 / (std + std_eps))
         return PrefixIntegral(f, center=False)
