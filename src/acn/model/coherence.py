@@ -103,12 +103,15 @@ class PrefixIntegral:
         """(T + 1, D) float64 prefix sums of the centred values, cached."""
         if self._cum is None:
             v = self.values
-            cum = torch.zeros(self.T + 1, v.shape[1], dtype=torch.float64, device=v.device)
+            # one extra row holds the offset: ``table()`` is then a view, not a copy
+            buf = torch.zeros(self.T + 2, v.shape[1], dtype=torch.float64, device=v.device)
+            cum = buf[: self.T + 1]
             cum[1:] = v
             if self.center:
                 cum[1:] -= self.offset
             _cumsum_rows_(cum[1:])
-            self._cum = cum
+            buf[self.T + 1] = self.offset
+            self._cum, self._table = cum, buf
         return self._cum
 
     # -- point queries --------------------------------------------------------------------
@@ -148,7 +151,7 @@ class PrefixIntegral:
     def table(self) -> torch.Tensor:
         """(T + 2, D): the prefix sums (rows 0..T) and the offset (row T + 1), cached."""
         if self._table is None:
-            self._table = torch.cat([self.cum, self.offset[None]], 0)
+            self.cum  # builds both
         return self._table
 
     # -- for Lc: the Gram-band method --------------------------------------------------------
