@@ -44,7 +44,12 @@ def test_fit_localize_evaluate_finds_planted_actions(tiny, trained):
 
 
 def test_fused_keeps_every_flow_detection(tiny, trained):
-    model, _ = trained
+    # the paper's fusion (Sec. 3.4): every Flow proposal survives
+    import copy
+
+    model = copy.copy(trained[0])
+    model.cfg = copy.deepcopy(model.cfg)
+    model.cfg["localize"]["fusion"] = "paper"
     ids = [v.id for v in tiny.subset("test")]
     dets = model.localize(tiny, ids, ["flow", "fused"], progress=False)
     for vid in ids:
@@ -135,3 +140,61 @@ def test_packaged_base_defaults_match_the_library():
 
     base = {k: v for k, v in defaults()["base"].items() if k != "attention_percentile"}
     assert base == DEFAULT_BASE_CONFIG
+
+
+def test_regression_training_skips_videos_shorter_than_every_anchor(fast_cfg):
+    # ActivityNet-like data has 3-snippet videos and 16-snippet anchors: such a training video
+    # offers no proposal, and must be skipped (and counted), not crash the epoch
+    from acn.base_training import BaseOutputs
+    from acn.regression_training import train_regression
+
+    rng = np.random.default_rng(0)
+    lengths = {"long": 40, "short": 1}
+    feats = {v: rng.random((T, 8)).astype(np.float32) for v, T in lengths.items()}
+    outs = {v: BaseOutputs(scp=rng.dirichlet(np.ones(3), T).T.astype(np.float32),
+                           attention=np.ones(T, np.float32),
+                           video_scores=np.array([0.8, 0.1, 0.1], np.float32))
+            for v, T in lengths.items()}
+    acn = {**fast_cfg["acn"], "anchors": [2, 4]}
+    nets, history = train_regression(feats.__getitem__, ["long", "short"], outs,
+                                     {"long": [0], "short": [0]}, 8, acn,
+                                     {**fast_cfg["train"], "batch_videos": 1}, seed=0,
+                                     progress=False)
+    assert [h["videos_shorter_than_every_anchor"] for h in history] == [1, 1]
+    assert all(h["kept_proposals"] > 0 for h in history)
+
+
+def test_joint_fusion_scores_each_segment_by_both_streams(tiny, trained):
+    # joint: one proposal set per video; -L with the mean of the streams' Lc on the mean SCP
+    # equals the mean of the per-stream scores of the same segments (no NMS to compare sets)
+    import copy
+
+    from acn.pipeline import mean_outputs
+
+    model, _ = trained
+    model = copy.copy(model)
+    model.cfg = copy.deepcopy(model.cfg)
+    model.cfg["localize"].update(nms_iou=1.0, pre_nms_topk=10 ** 6, max_detections=10 ** 6,
+                                 video_score_weight=0.0, fusion="joint")
+    vid = [v.id for v in tiny.subset("test")][0]
+    rgb, flow = (torch.from_numpy(a) for a in tiny.features(vid))
+    outs = {s: {vid: model.base_outputs(tiny, [vid], s)[vid]} for s in ("rgb", "flow")}
+    mean = mean_outputs(outs, vid)
+    with torch.inference_mode():
+        regs = {s: {a: r[0] for a, r in model.models[s].nets(x[None]).items()}
+                for s, x in (("rgb", rgb), ("flow", flow))}
+    joint_regs = {a: (regs["rgb"][a] + regs["flow"][a]) / 2 for a in regs["rgb"]}
+    joint = model._score_one([rgb, flow], mean, joint_regs, 0.0)
+    per = [model._score_one(x, mean, joint_regs, 0.0) for x in (rgb, flow)]
+    assert len(joint.scores) > 0
+    for p in per:  # same candidates, same boundaries: the mean SCP and regressions decide them
+        assert len(p.scores) == len(joint.scores)
+    order = [np.lexsort((q.segments[:, 1], q.segments[:, 0], q.labels)) for q in (joint, *per)]
+    for q, o in zip(per, order[1:]):
+        np.testing.assert_array_equal(q.segments[o], joint.segments[order[0]])
+        np.testing.assert_array_equal(q.labels[o], joint.labels[order[0]])
+    j, r, f = (q.scores[o] for q, o in zip((joint, *per), order))
+    np.testing.assert_allclose(j, (r + f) / 2, rtol=1e-9, atol=1e-12)
+    # and localize(fused) under joint fusion returns exactly these proposals (after NMS)
+    dets = model.localize(tiny, [vid], ["fused"], progress=False)["fused"][vid]
+    assert len(dets) == len(joint.scores)

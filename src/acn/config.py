@@ -31,6 +31,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.optimizer": ("sgd", "adam"),
     "localize.nms": ("greedy", "soft_gaussian", "soft_linear"),
     "localize.stream": ("rgb", "flow", "fused"),
+    "localize.fusion": ("paper", "joint"),
+    "localize.joint_candidates": ("mean", "all"),
     "localize.short_videos": ("clip", "error"),
     "base.attention": ("branch", "max_logit"),
     "base.pool": ("probs", "logits"),

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from acn import base_training as bt
 from acn import distributed as dist
-from acn.config import dump
+from acn.config import defaults, dump, merge
 from acn.data.features import Dataset
 from acn.errors import AcnError
 from acn.fileio import atomic_path, ensure_dir, read_json, write_json, write_text
@@ -104,6 +104,8 @@ class ACN:
         self.feature_dim: int | None = None
         self.models: dict[str, StreamModel] = {}
         self.log: dict = {}
+        self.last_outputs: dict[str, dict[str, bt.BaseOutputs]] = {}
+        self._outputs_of: Dataset | None = None
 
     # ------------------------------------------------------------------ training
     def fit(self, ds: Dataset, run: Path, progress: bool = True, resume: bool = False,
@@ -260,7 +262,8 @@ class ACN:
                 raise AcnError(f"{base_path}: checkpoint not found (train with `acn train`)")
             model, meta = bt.load_base_checkpoint(base_path)
             if self is None:
-                self = cls(meta["config"])
+                # keys added since the run was trained take today's defaults
+                self = cls(merge(defaults(), meta["config"], str(base_path)))
                 self.classes = list(meta["classes"])
                 self.feature_dim = int(meta["feature_dim"])
             else:
@@ -296,16 +299,28 @@ class ACN:
                                   video_scores=mean_outputs(outputs, v).video_scores)
                 for v, o in outputs[stream].items()}
 
-    def propose(self, ds: Dataset, ids: list[str], stream: str,
-                outputs: dict[str, bt.BaseOutputs] | None = None,
-                progress: bool = False) -> dict[str, StreamProposals]:
-        """Regress, score, filter and NMS the proposals of one stream for ``ids``."""
+    def propose(self, ds: Dataset, ids: list[str], want: Iterable[str],
+                progress: bool = False, keep_outputs: bool = False,
+                ) -> tuple[dict[str, dict[str, StreamProposals]], dict[str, dict[str, bt.BaseOutputs]]]:
+        """Post-NMS proposals (snippets) of ``want`` ⊆ {``rgb``, ``flow``, ``joint``} for ``ids``.
+
+        One pass over the data: each video's features are read once, and each padded batch of
+        videos of similar length goes through both streams' base models and regression nets
+        before its proposals are scored. ``joint`` scores one proposal set per video on both
+        streams at once (``localize.fusion = joint``): CAS segments of the mean SCP, boundaries
+        moved by the mean of the two streams' regressions, Lc on the concatenated features.
+
+        Returns ``(proposals {kind: {video_id: StreamProposals}}, base outputs {stream:
+        {video_id: BaseOutputs}})``; the base outputs are kept only with ``keep_outputs``.
+        """
         cfg, loc = self.cfg, self.cfg["localize"]
-        sm = self.models[stream]
-        if outputs is None:
-            outputs = self.base_outputs(ds, ids, stream)
-        col = STREAM_INDEX[stream]
-        lengths = {vid: outputs[vid].scp.shape[1] for vid in ids}
+        want = list(dict.fromkeys(want))
+        bad = sorted(set(want) - {"rgb", "flow", "joint"})
+        if bad:
+            raise AcnError(f"propose: unknown proposal kinds {bad} (rgb, flow, joint)")
+        need_both = "joint" in want or cfg["acn"]["scp_source"] == "mean"
+        run = [s for s in STREAMS if need_both or s in want]
+        lengths = dict(zip(ids, bt._lengths(ds, ids).tolist()))
         self._check_short(ds, ids, lengths)
         order = sorted(ids, key=lambda v: lengths[v])
         batches, cur = [], []
@@ -316,18 +331,49 @@ class ACN:
             cur.append(vid)
         if cur:
             batches.append(cur)
-        result: dict[str, StreamProposals] = {}
+        props: dict[str, dict[str, StreamProposals]] = {k: {} for k in want}
+        kept: dict[str, dict[str, bt.BaseOutputs]] = {s: {} for s in run}
         with torch.inference_mode():
-            for batch in tqdm(batches, desc=f"localize {stream}", disable=not progress, leave=False):
-                arrays = [ds.features(v, self.feature_dim)[col] for v in batch]
-                feats, lens = pad_batch(arrays)
-                regs = sm.nets(feats, lens) if cfg["acn"]["regression"] else \
-                    dict.fromkeys(cfg["acn"]["anchors"])
+            for batch in tqdm(batches, desc="localize", disable=not progress, leave=False):
+                pairs = [ds.features(v, self.feature_dim) for v in batch]
+                x, regs, outs = {}, {}, {}
+                for s in run:
+                    sm = self.models[s]
+                    x[s], mask = bt.pad_batch([p[STREAM_INDEX[s]] for p in pairs])
+                    res = sm.base.eval()(x[s], mask)
+                    lens = mask.sum(1)
+                    regs[s] = sm.nets(x[s], lens) if cfg["acn"]["regression"] else None
+                    scp, att = res.scp.float().numpy(), res.attention.float().numpy()
+                    vs = res.video_scores.float().numpy()
+                    outs[s] = [bt.BaseOutputs(scp=np.ascontiguousarray(scp[i, :, : lengths[v]]),
+                                              attention=np.ascontiguousarray(att[i, : lengths[v]]),
+                                              video_scores=vs[i].copy())
+                               for i, v in enumerate(batch)]
                 for i, vid in enumerate(batch):
-                    r_i = {a: (r[i, :, : lens[i]] if r is not None else None) for a, r in regs.items()}
-                    result[vid] = self._score_one(feats[i, : lens[i]], outputs[vid], r_i,
-                                                  sm.attention_threshold)
-        return result
+                    T = lengths[vid]
+                    base = {s: {vid: outs[s][i]} for s in run}
+                    if keep_outputs:
+                        for s in run:
+                            kept[s][vid] = outs[s][i]
+                    r_i = {s: {a: (r[i, :, :T] if regs[s] is not None else None)
+                               for a, r in (regs[s] or dict.fromkeys(cfg["acn"]["anchors"])).items()}
+                           for s in run}
+                    for s in ("rgb", "flow"):
+                        if s in want:
+                            props[s][vid] = self._score_one(
+                                x[s][i, :T], self.scored_outputs(base, s)[vid], r_i[s],
+                                self.models[s].attention_threshold)
+                    if "joint" in want:
+                        regs_j = {a: (None if r is None else (r + r_i["flow"][a]) / 2)
+                                  for a, r in r_i["rgb"].items()}
+                        props["joint"][vid] = self._score_one(
+                            [x["rgb"][i, :T], x["flow"][i, :T]],
+                            mean_outputs(base, vid), regs_j,
+                            (self.models["rgb"].attention_threshold
+                             + self.models["flow"].attention_threshold) / 2,
+                            candidate_scps=([outs["rgb"][i].scp, outs["flow"][i].scp]
+                                            if loc["joint_candidates"] == "all" else None))
+        return props, kept
 
     def _check_short(self, ds: Dataset, ids: list[str], lengths: dict[str, int]) -> None:
         smallest = min(self.cfg["acn"]["anchors"])
@@ -340,9 +386,17 @@ class ACN:
             raise AcnError(msg + "; set localize.short_videos=clip to localize them as a whole")
         warnings.warn(msg + "; each is scored as one whole-video proposal", stacklevel=3)
 
-    def _score_one(self, feats: torch.Tensor, out: bt.BaseOutputs, regs: dict[int, torch.Tensor],
-                   attention_threshold: float) -> StreamProposals:
+    def _score_one(self, feats: torch.Tensor | list[torch.Tensor], out: bt.BaseOutputs,
+                   regs: dict[int, torch.Tensor], attention_threshold: float,
+                   candidate_scps: list[np.ndarray] | None = None) -> StreamProposals:
+        """Score one video's proposals. ``feats``: ``(T, D)``, or a list of per-stream ``(T, D_k)``
+        (joint fusion): then Lc is the mean of the streams' Lc (each stream's cosines count
+        equally whatever its feature scale) for CAS segments, and the cosine of the
+        concatenated features for anchor proposals. ``candidate_scps``: further ``(C, T)``
+        SCPs whose CAS segments join the candidates (scored on ``out.scp`` like the rest)."""
         acn, loc = self.cfg["acn"], self.cfg["localize"]
+        groups = feats if isinstance(feats, list) else [feats]
+        feats = groups[0] if len(groups) == 1 else torch.cat(groups, 1)
         T = feats.shape[0]
         regressions = {a: (r if acn["regression"] else None) for a, r in regs.items() if a <= T}
         if not regressions:  # shorter than every anchor: the whole video is the proposal
@@ -361,11 +415,18 @@ class ACN:
                              one_per_position_at_test=loc["one_per_position"])
             parts.append((sp.segments.double(), sp.scores.double(), sp.labels))
         if acn["proposals"] in ("cas", "both") and classes.numel():
-            rows, st, en = cas_candidates(out.scp[classes.numpy()], acn["cas_thresholds"])
+            cls = classes.numpy()
+            found = [cas_candidates(c[cls], acn["cas_thresholds"], acn["cas_min_length"])
+                     for c in [out.scp, *(candidate_scps or [])]]
+            trip = np.unique(np.concatenate([np.stack(f, 1) for f in found]), axis=0)
+            rows, st, en = trip[:, 0], trip[:, 1], trip[:, 2]
             lab = classes[torch.from_numpy(rows)]
             s2, e2 = regress_segments(torch.from_numpy(st), torch.from_numpy(en), T, regressions)
-            sc = score_segments(feats, scp, lab, s2, e2, acn["inflation"], acn["alpha"],
-                                acn["score_terms"], acn["lc_features"])
+            # -L is linear in Lc, so the mean of per-stream scores on one SCP is -L with the
+            # streams' mean Lc
+            sc = torch.stack([score_segments(f, scp, lab, s2, e2, acn["inflation"], acn["alpha"],
+                                             acn["score_terms"], acn["lc_features"])
+                              for f in groups]).mean(0)
             parts.append((torch.stack([s2, e2], 1), sc, lab))
         if not parts or sum(len(p[1]) for p in parts) == 0:
             return StreamProposals(np.zeros((0, 2)), np.zeros(0), np.zeros(0, dtype=np.int64))
@@ -397,26 +458,41 @@ class ACN:
                                np.asarray(fused.labels))
 
     def localize(self, ds: Dataset, video_ids: Iterable[str], streams: Iterable[str] = ("fused",),
-                 progress: bool = True) -> dict[str, dict[str, list[Detection]]]:
+                 progress: bool = True, keep_outputs: bool = False
+                 ) -> dict[str, dict[str, list[Detection]]]:
         """Detections in SECONDS for each requested stream (``rgb``, ``flow``, ``fused``).
+
+        ``fused`` follows ``localize.fusion``: ``paper`` (Sec. 3.4: Flow proposals plus
+        discounted, non-overlapping RGB ones) or ``joint`` (one proposal set scored on both
+        streams, see :meth:`propose`). With ``keep_outputs`` the base outputs of every video
+        are kept in ``self.last_outputs`` (``{stream: {video_id: BaseOutputs}}``).
 
         Returns ``{stream: {video_id: [(start_s, end_s, label, score), ...]}}``.
         """
         self.check_dataset(ds, str(ds.root or ds.annotations.name))
         ids = list(video_ids)
         streams = list(streams)
+        bad = sorted(set(streams) - {"rgb", "flow", "fused"})
+        if bad:
+            raise AcnError(f"localize: unknown streams {bad} (rgb, flow, fused)")
         ds.validate(ids, self.feature_dim)  # every video's features, before any work
-        need = set(STREAMS) if ("fused" in streams or self.cfg["acn"]["scp_source"] == "mean") \
-            else set(streams)
-        outs = {s: self.base_outputs(ds, ids, s) for s in STREAMS if s in need}
-        props = {s: self.propose(ds, ids, s, outputs=self.scored_outputs(outs, s),
-                                 progress=progress)
-                 for s in STREAMS if s in need and (s in streams or "fused" in streams)}
+        joint = self.cfg["localize"]["fusion"] == "joint"
+        want = [s for s in ("rgb", "flow") if s in streams or ("fused" in streams and not joint)]
+        if "fused" in streams and joint:
+            want.append("joint")
+        props, self.last_outputs = self.propose(ds, ids, want, progress=progress,
+                                                keep_outputs=keep_outputs)
+        self._outputs_of = ds if keep_outputs else None
         out: dict[str, dict[str, list[Detection]]] = {}
         for s in streams:
             dets = {}
             for vid in ids:
-                p = self.fuse(props["rgb"][vid], props["flow"][vid]) if s == "fused" else props[s][vid]
+                if s != "fused":
+                    p = props[s][vid]
+                elif joint:
+                    p = props["joint"][vid]
+                else:
+                    p = self.fuse(props["rgb"][vid], props["flow"][vid])
                 dets[vid] = self.to_seconds(ds, vid, p)
             out[s] = dets
         return out
@@ -427,11 +503,16 @@ class ACN:
         baseline): ``stream`` is ``rgb``, ``flow`` or ``both`` (mean of the two streams' CAS)."""
         from acn.baselines import cas_detections
 
+        have = self.last_outputs if self._outputs_of is ds else {}
+        def outs(s):  # reuse the outputs kept by the last localize(keep_outputs=True)
+            if s in have and all(v in have[s] for v in ids):
+                return have[s]
+            return self.base_outputs(ds, ids, s)
         if stream == "both":
-            both = {s: self.base_outputs(ds, ids, s) for s in STREAMS}
+            both = {s: outs(s) for s in STREAMS}
             outputs = {v: mean_outputs(both, v) for v in ids}
         else:
-            outputs = self.base_outputs(ds, ids, stream)
+            outputs = outs(stream)
         return cas_detections(outputs, ds, cfg)
 
     def to_seconds(self, ds: Dataset, vid: str, p: StreamProposals) -> list[Detection]:

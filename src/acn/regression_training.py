@@ -106,7 +106,7 @@ def train_regression(
             g["lr"] = lr
         order = epoch_order(len(video_ids), seed, epoch)
         n_batches = math.ceil(len(order) / bs)
-        losses, kept, offsets = [], 0, []
+        losses, kept, offsets, short = [], 0, [], 0
         nets.train()
         bar = tqdm(range(n_batches), desc=f"{desc} epoch {epoch + 1}/{epochs}",
                    disable=not progress or not dist.is_main(), leave=False, unit="batch")
@@ -119,6 +119,10 @@ def train_regression(
             terms = []
             for i, vid in enumerate(ids):
                 T = int(lengths[i])
+                fit = {a: (regs[a][i, :, :T] if regress else None) for a in nets.anchors if a <= T}
+                if not fit:  # shorter than every anchor: no proposal to learn from
+                    short += 1
+                    continue
                 out = base_outputs[vid]
                 classes = training_classes(out.video_scores, labels[vid], acn_cfg["class_source"],
                                            acn_cfg["video_score_threshold"])
@@ -126,9 +130,7 @@ def train_regression(
                 thr = scp_thresholds(scp, classes, acn_cfg["scp_threshold"],
                                      acn_cfg["scp_threshold_mode"])
                 sp = score_video(
-                    feats[i, :T], scp,
-                    {a: (regs[a][i, :, :T] if regress else None) for a in nets.anchors if a <= T},
-                    classes, alpha=acn_cfg["alpha"], scp_threshold=thr,
+                    feats[i, :T], scp, fit, classes, alpha=acn_cfg["alpha"], scp_threshold=thr,
                     score_terms=acn_cfg["score_terms"], lc_features=acn_cfg["lc_features"],
                     training=True)
                 if sp.loss is not None:
@@ -159,6 +161,7 @@ def train_regression(
         kept, off_sum, off_n = dist.all_reduce([kept, float(off.double().sum()), off.numel()])
         history.append({"epoch": epoch + 1, "lr": lr, "loss": float(np.mean(losses)) if losses else None,
                         "batches_with_proposals": len(losses), "kept_proposals": int(kept),
+                        "videos_shorter_than_every_anchor": short,
                         "mean_abs_offset_over_P": 0.0 if not off_n else
                         off_sum / off_n if dist.is_distributed() else float(off.mean())})
         if checkpoint is not None:
