@@ -27,6 +27,8 @@ def test_ablate_writes_every_table(tiny_folder, tmp_path):
                  "--validation-fraction", "0.25", "--protocol", "activitynet", *sets]) == 0
     text = (out / "ablation.md").read_text()
     for heading in ("Sensitivity to α", "Scoring, rgb stream", "Scoring, flow stream",
-                    "Streams and baselines", "CAS baseline both", "heldout"):
+                    "Streams and baselines", "CAS baseline (topk_mil) both",
+                    "CAS baseline (untrimmednet) both",
+                    "heldout"):
         assert heading in text
     assert (out / "ablation.json").is_file()

@@ -356,7 +356,8 @@ def run_demo(args: argparse.Namespace) -> int:
     test = ds.annotations.test_subset
     ids = [v.id for v in ds.subset(test)]
     print(f"[3/4] localizing {len(ids)} test videos")
-    dets = model.localize(ds, ids, ["rgb", "flow", "fused"], progress=_progress(args))
+    dets = model.localize(ds, ids, ["rgb", "flow", "fused"], progress=_progress(args),
+                          keep_outputs=True)  # the baselines reuse the base outputs
     from acn.ablation import choose_protocol
 
     protocol = choose_protocol(ds, test)
@@ -367,7 +368,8 @@ def run_demo(args: argparse.Namespace) -> int:
     for s in ("rgb", "flow", "both"):
         d = model.baseline(ds, ids, s)
         save_results(out / f"pred_baseline_{s}.json", d)
-        rows[f"CAS baseline {s}"] = evaluate(ds.annotations, d, test, protocol, tious=DEMO_TIOUS)
+        rows[f"CAS baseline ({cfg['base']['head']}) {s}"] = evaluate(
+            ds.annotations, d, test, protocol, tious=DEMO_TIOUS)
     from acn.report import map_table
 
     table = map_table(rows)
