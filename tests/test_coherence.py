@@ -107,6 +107,24 @@ def test_degenerate_areas_use_limits_without_nan(lc_method):
     torch.testing.assert_close(out[0], -s[:, 1:4].mean(1))
 
 
+@pytest.mark.parametrize("lc_method", ["gram", "direct"])
+def test_whole_video_on_standardised_features_keeps_lc_a_cosine(lc_method):
+    # standardised features average to the zero vector over the whole video: its action-area
+    # mean is rounding noise, and an unclamped cosine of noise was seen at -100 (a score of
+    # -42 that wrecked Soft-NMS); every cosine must stay within [-1, 1]
+    g = torch.Generator().manual_seed(1)
+    T = 58
+    f = torch.relu(torch.randn(T, 256, generator=g) - 1.0) * 5  # sparse, like pooled CNN features
+    s = torch.rand(3, T, generator=g)
+    ends = torch.tensor([float(T)] * 3 + [30.0])
+    starts = torch.tensor([0.0, 0.0, 0.0, 10.0])
+    for std in ("standardize", "raw"):
+        terms = proposal_terms(f, s, starts, starts, ends, ends, lc_features=std,
+                               lc_method=lc_method)
+        assert torch.isfinite(terms.Lc).all()
+        assert (terms.Lc.abs() <= 1).all(), terms.Lc
+
+
 def test_prefix_integral_values_and_derivative():
     f = torch.tensor([[1.0], [3.0], [-2.0]], dtype=torch.float64)
     pi = PrefixIntegral(f)

@@ -606,6 +606,10 @@ def coherence_term(features: PrefixIntegral | torch.Tensor, outer_start: torch.T
     # clamp before sqrt: finite value and gradient for zero vectors
     cos_s = sa / torch.sqrt((ss * aa).clamp_min(cos_eps * cos_eps))
     cos_e = ea / torch.sqrt((ee * aa).clamp_min(cos_eps * cos_eps))
+    # A region mean that is ~0 (e.g. the whole video on standardised features, whose mean is
+    # 0 by construction) leaves only rounding noise in the prefix-sum dots, and noise over
+    # noise can leave [-1, 1] by any amount (a -L of -42 was seen): keep the cosines cosines.
+    cos_s, cos_e = cos_s.clamp(-1.0, 1.0), cos_e.clamp(-1.0, 1.0)
     return ((cos_s + cos_e) / 2).to(out_dtype)
 
 
