@@ -198,3 +198,17 @@ def test_joint_fusion_scores_each_segment_by_both_streams(tiny, trained):
     # and localize(fused) under joint fusion returns exactly these proposals (after NMS)
     dets = model.localize(tiny, [vid], ["fused"], progress=False)["fused"][vid]
     assert len(dets) == len(joint.scores)
+
+
+@pytest.mark.slow
+def test_demo_quick_runs_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quick", "--videos", "80", "--quiet"]) == 0
+    table = (out / "results.md").read_text()
+    for row in ("ACN fused", "ACN flow", "ACN rgb", "CAS baseline (topk_mil) both"):
+        assert row in table
+    assert json.loads((out / "results.json").read_text())
+    for s in ("rgb", "flow", "fused", "baseline_both"):
+        assert load_results(out / f"pred_{s}.json")
+    assert list((out / "plots").glob("*.png"))
+    assert (out / "config.yaml").is_file() and (out / "run" / "config.yaml").is_file()
