@@ -35,7 +35,7 @@ from acn.localize.nms import nms
 from acn.localize.proposals import score_video, select_classes
 from acn.localize.segments import cas_candidates, regress_segments, score_segments, scp_thresholds
 from acn.model.regression import RegressionNets
-from acn.regression_training import pad_batch, train_regression
+from acn.regression_training import train_regression
 
 STREAMS = ("rgb", "flow")
 STREAM_INDEX = {"rgb": 0, "flow": 1}
@@ -308,7 +308,7 @@ class ACN:
         videos of similar length goes through both streams' base models and regression nets
         before its proposals are scored. ``joint`` scores one proposal set per video on both
         streams at once (``localize.fusion = joint``): CAS segments of the mean SCP, boundaries
-        moved by the mean of the two streams' regressions, Lc on the concatenated features.
+        moved by the mean of the two streams' regressions, Lc the mean of the streams' Lc.
 
         Returns ``(proposals {kind: {video_id: StreamProposals}}, base outputs {stream:
         {video_id: BaseOutputs}})``; the base outputs are kept only with ``keep_outputs``.
