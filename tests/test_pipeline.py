@@ -164,26 +164,33 @@ def test_regression_training_skips_videos_shorter_than_every_anchor(fast_cfg):
     assert all(h["kept_proposals"] > 0 for h in history)
 
 
+def _one_video_both_streams(model, ds):
+    """The first test video's features, base outputs (per stream and mean) and regressions
+    (per stream and their mean, as the joint fusion uses them)."""
+    from acn.pipeline import mean_outputs
+
+    vid = [v.id for v in ds.subset("test")][0]
+    rgb, flow = (torch.from_numpy(a) for a in ds.features(vid))
+    outs = {s: {vid: model.base_outputs(ds, [vid], s)[vid]} for s in ("rgb", "flow")}
+    mean = mean_outputs(outs, vid)
+    with torch.inference_mode():
+        regs = {s: {a: r[0] for a, r in model.models[s].nets(x[None]).items()}
+                for s, x in (("rgb", rgb), ("flow", flow))}
+    joint_regs = {a: (regs["rgb"][a] + regs["flow"][a]) / 2 for a in regs["rgb"]}
+    return vid, rgb, flow, outs, mean, regs, joint_regs
+
+
 def test_joint_fusion_scores_each_segment_by_both_streams(tiny, trained):
     # joint: one proposal set per video; -L with the mean of the streams' Lc on the mean SCP
     # equals the mean of the per-stream scores of the same segments (no NMS to compare sets)
     import copy
-
-    from acn.pipeline import mean_outputs
 
     model, _ = trained
     model = copy.copy(model)
     model.cfg = copy.deepcopy(model.cfg)
     model.cfg["localize"].update(nms_iou=1.0, pre_nms_topk=10 ** 6, max_detections=10 ** 6,
                                  video_score_weight=0.0, fusion="joint")
-    vid = [v.id for v in tiny.subset("test")][0]
-    rgb, flow = (torch.from_numpy(a) for a in tiny.features(vid))
-    outs = {s: {vid: model.base_outputs(tiny, [vid], s)[vid]} for s in ("rgb", "flow")}
-    mean = mean_outputs(outs, vid)
-    with torch.inference_mode():
-        regs = {s: {a: r[0] for a, r in model.models[s].nets(x[None]).items()}
-                for s, x in (("rgb", rgb), ("flow", flow))}
-    joint_regs = {a: (regs["rgb"][a] + regs["flow"][a]) / 2 for a in regs["rgb"]}
+    vid, rgb, flow, outs, mean, regs, joint_regs = _one_video_both_streams(model, tiny)
     joint = model._score_one([rgb, flow], mean, joint_regs, 0.0)
     per = [model._score_one(x, mean, joint_regs, 0.0) for x in (rgb, flow)]
     assert len(joint.scores) > 0
@@ -212,3 +219,36 @@ def test_demo_quick_runs_end_to_end(tmp_path, capsys):
         assert load_results(out / f"pred_{s}.json")
     assert list((out / "plots").glob("*.png"))
     assert (out / "config.yaml").is_file() and (out / "run" / "config.yaml").is_file()
+
+
+def test_score_one_shares_lc_tables_between_stream_and_joint_scoring(tiny, trained, monkeypatch):
+    # localize(rgb, flow, fused) scores each video per stream and jointly: with one cache per
+    # video each stream's Lc tables are built once, and the scores are those of uncached calls
+    import copy
+
+    import acn.pipeline as pl
+    model, _ = trained
+    model = copy.copy(model)
+    model.cfg = copy.deepcopy(model.cfg)
+    model.cfg["acn"].update(proposals="both", lc_features="standardize")
+    model.cfg["localize"]["video_score_weight"] = 0.0
+    vid, rgb, flow, outs, mean, regs, joint_regs = _one_video_both_streams(model, tiny)
+    calls = []
+    real = pl.feature_integral
+    monkeypatch.setattr(pl, "feature_integral", lambda f, lc: calls.append(lc) or real(f, lc))
+    cache: dict = {}
+    cached = [model._score_one(x, outs[s][vid], regs[s], 0.0, lc_cache=cache, lc_keys=[s])
+              for s, x in (("rgb", rgb), ("flow", flow))]
+    cached.append(model._score_one([rgb, flow], mean, joint_regs, 0.0, lc_cache=cache,
+                                   lc_keys=["rgb", "flow"]))
+    assert sorted(cache) == ["flow", "rgb"] and calls == ["standardize"] * 2
+    plain = [model._score_one(rgb, outs["rgb"][vid], regs["rgb"], 0.0),
+             model._score_one(flow, outs["flow"][vid], regs["flow"], 0.0),
+             model._score_one([rgb, flow], mean, joint_regs, 0.0)]
+    assert len(calls) == 2 + 1 + 1 + 2  # uncached: every call builds its own (anchor and
+    # CAS proposals of one call share them)
+    assert sum(len(p.scores) for p in plain) > 0
+    for c, p in zip(cached, plain):
+        np.testing.assert_array_equal(c.segments, p.segments)
+        np.testing.assert_array_equal(c.labels, p.labels)
+        np.testing.assert_allclose(c.scores, p.scores, rtol=1e-9, atol=1e-12)

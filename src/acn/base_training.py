@@ -210,10 +210,12 @@ def pad_batch(arrays: Sequence[np.ndarray], device: str | torch.device = "cpu"
     """Stack ``(T_i, D)`` arrays into a zero-padded ``(B, T_max, D)`` tensor and a ``(B, T_max)``
     bool mask (True on real snippets)."""
     T = max(a.shape[0] for a in arrays)
-    x = np.zeros((len(arrays), T, arrays[0].shape[1]), dtype=np.float32)
+    # empty + zeroed tails: a full memset first would touch every page of a large batch twice
+    x = np.empty((len(arrays), T, arrays[0].shape[1]), dtype=np.float32)
     mask = np.zeros((len(arrays), T), dtype=bool)
     for i, a in enumerate(arrays):
         x[i, : a.shape[0]] = a
+        x[i, a.shape[0]:] = 0
         mask[i, : a.shape[0]] = True
     return torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device)
 

@@ -34,6 +34,7 @@ from acn.localize.fusion import fuse_streams
 from acn.localize.nms import nms
 from acn.localize.proposals import score_video, select_classes
 from acn.localize.segments import cas_candidates, regress_segments, score_segments, scp_thresholds
+from acn.model.coherence import PrefixIntegral, feature_integral
 from acn.model.regression import RegressionNets
 from acn.regression_training import train_regression
 
@@ -351,6 +352,7 @@ class ACN:
                                for i, v in enumerate(batch)]
                 for i, vid in enumerate(batch):
                     T = lengths[vid]
+                    lc_cache: dict[str, PrefixIntegral] = {}  # this video's Lc tables per stream
                     base = {s: {vid: outs[s][i]} for s in run}
                     if keep_outputs:
                         for s in run:
@@ -362,7 +364,7 @@ class ACN:
                         if s in want:
                             props[s][vid] = self._score_one(
                                 x[s][i, :T], self.scored_outputs(base, s)[vid], r_i[s],
-                                self.models[s].attention_threshold)
+                                self.models[s].attention_threshold, lc_cache=lc_cache, lc_keys=[s])
                     if "joint" in want:
                         regs_j = {a: (None if r is None else (r + r_i["flow"][a]) / 2)
                                   for a, r in r_i["rgb"].items()}
@@ -372,7 +374,8 @@ class ACN:
                             (self.models["rgb"].attention_threshold
                              + self.models["flow"].attention_threshold) / 2,
                             candidate_scps=([outs["rgb"][i].scp, outs["flow"][i].scp]
-                                            if loc["joint_candidates"] == "all" else None))
+                                            if loc["joint_candidates"] == "all" else None),
+                            lc_cache=lc_cache, lc_keys=["rgb", "flow"])
         return props, kept
 
     def _check_short(self, ds: Dataset, ids: list[str], lengths: dict[str, int]) -> None:
@@ -388,16 +391,30 @@ class ACN:
 
     def _score_one(self, feats: torch.Tensor | list[torch.Tensor], out: bt.BaseOutputs,
                    regs: dict[int, torch.Tensor], attention_threshold: float,
-                   candidate_scps: list[np.ndarray] | None = None) -> StreamProposals:
+                   candidate_scps: list[np.ndarray] | None = None,
+                   lc_cache: dict[str, PrefixIntegral] | None = None,
+                   lc_keys: list[str] | None = None) -> StreamProposals:
         """Score one video's proposals. ``feats``: ``(T, D)``, or a list of per-stream ``(T, D_k)``
         (joint fusion): then Lc is the mean of the streams' Lc (each stream's cosines count
         equally whatever its feature scale) for CAS segments, and the cosine of the
         concatenated features for anchor proposals. ``candidate_scps``: further ``(C, T)``
-        SCPs whose CAS segments join the candidates (scored on ``out.scp`` like the rest)."""
+        SCPs whose CAS segments join the candidates (scored on ``out.scp`` like the rest).
+        ``lc_cache``/``lc_keys``: the Lc prefix tables of each entry of ``feats`` are looked up
+        in (or added to) ``lc_cache`` under these keys, so that scoring one video for a stream
+        and again for the joint fusion builds each stream's tables once."""
         acn, loc = self.cfg["acn"], self.cfg["localize"]
         groups = feats if isinstance(feats, list) else [feats]
-        feats = groups[0] if len(groups) == 1 else torch.cat(groups, 1)
-        T = feats.shape[0]
+        T = groups[0].shape[0]
+
+        cache = {} if lc_cache is None else lc_cache
+        keys = lc_keys or [str(k) for k in range(len(groups))]
+
+        def integrals() -> list[PrefixIntegral]:  # built on first use, once per call at most
+            for k, f in zip(keys, groups):
+                if k not in cache:
+                    cache[k] = feature_integral(f, acn["lc_features"])
+            return [cache[k] for k in keys]
+
         regressions = {a: (r if acn["regression"] else None) for a, r in regs.items() if a <= T}
         if not regressions:  # shorter than every anchor: the whole video is the proposal
             regressions = {T: None}
@@ -406,13 +423,17 @@ class ACN:
         scp_thr = scp_thresholds(scp, classes, acn["scp_threshold"], acn["scp_threshold_mode"])
         parts = []
         if acn["proposals"] in ("anchors", "both"):
+            # one stream: its cached tables; joint: the cosine of the concatenated features
+            feats = groups[0] if len(groups) == 1 else torch.cat(groups, 1)
             sp = score_video(feats, scp, regressions, classes,
                              attention=torch.from_numpy(out.attention),
                              attention_threshold=attention_threshold,
                              alpha=acn["alpha"], scp_threshold=scp_thr,
                              score_terms=acn["score_terms"], attention_mode=acn["attention_mode"],
                              lc_features=acn["lc_features"], inflation=acn["inflation"],
-                             one_per_position_at_test=loc["one_per_position"])
+                             one_per_position_at_test=loc["one_per_position"],
+                             lc_integral=(integrals()[0] if len(groups) == 1 and classes.numel()
+                                          else None))
             parts.append((sp.segments.double(), sp.scores.double(), sp.labels))
         if acn["proposals"] in ("cas", "both") and classes.numel():
             cls = classes.numpy()
@@ -424,9 +445,9 @@ class ACN:
             s2, e2 = regress_segments(torch.from_numpy(st), torch.from_numpy(en), T, regressions)
             # -L is linear in Lc, so the mean of per-stream scores on one SCP is -L with the
             # streams' mean Lc
-            sc = torch.stack([score_segments(f, scp, lab, s2, e2, acn["inflation"], acn["alpha"],
-                                             acn["score_terms"], acn["lc_features"])
-                              for f in groups]).mean(0)
+            sc = torch.stack([score_segments(pi, scp, lab, s2, e2, acn["inflation"], acn["alpha"],
+                                             acn["score_terms"])
+                              for pi in integrals()]).mean(0)
             parts.append((torch.stack([s2, e2], 1), sc, lab))
         if not parts or sum(len(p[1]) for p in parts) == 0:
             return StreamProposals(np.zeros((0, 2)), np.zeros(0), np.zeros(0, dtype=np.int64))

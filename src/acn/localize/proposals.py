@@ -263,6 +263,7 @@ def score_video(
     eps: float = 1e-6,
     chunk_size: int = 1024,
     lc_method: LcMethod = "auto",
+    lc_integral: PrefixIntegral | None = None,
 ) -> ScoredProposals:
     """Decode, filter and score every proposal of one stream of one video, for several classes.
 
@@ -286,6 +287,8 @@ def score_video(
         one_per_position_at_test: also apply the one-per-position selection when not training
             (then only kept rows are returned).
         lc_method, chunk_size: how Lc is computed (see ``acn.model.coherence.coherence_term``).
+        lc_integral: a prebuilt ``feature_integral(features, lc_features)`` to reuse (it
+            caches its Gram band), e.g. when the same video is scored more than once.
     Returns:
         ``ScoredProposals`` with one row per surviving (proposal, class) pair, ordered by
         proposal (anchors ascending, then position) and then by the order of ``classes``.
@@ -330,7 +333,11 @@ def score_video(
         return _empty(dtype, features.device, n_props)
     sub = props.subset(rows)
     valid = valid[rows]
-    terms = proposal_terms(feature_integral(features, lc_features), PrefixIntegral(s.t()),
+    if lc_integral is None:
+        lc_integral = feature_integral(features, lc_features)
+    elif lc_integral.T != T:
+        raise ValueError(f"score_video: lc_integral has T={lc_integral.T}, features T={T}")
+    terms = proposal_terms(lc_integral, PrefixIntegral(s.t()),
                            sub.outer_start, sub.start, sub.end, sub.outer_end, alpha=alpha,
                            eps=eps, chunk_size=chunk_size, lc_method=lc_method,
                            out_dtype=dtype)

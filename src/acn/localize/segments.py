@@ -13,7 +13,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from acn.model.coherence import feature_integral, objective_from_terms, proposal_terms
+from acn.model.coherence import (PrefixIntegral, feature_integral, objective_from_terms,
+                                 proposal_terms)
 
 
 def cas_candidates(scp: np.ndarray, thresholds: Sequence[float], min_length: int = 1
@@ -66,22 +67,25 @@ def regress_segments(starts: torch.Tensor, ends: torch.Tensor, T: int,
     return s2, torch.maximum(e2, s2)
 
 
-def score_segments(features: torch.Tensor, scp: torch.Tensor, labels: torch.Tensor,
-                   starts: torch.Tensor, ends: torch.Tensor, inflation: float = 0.25,
-                   alpha: float = 0.6, score_terms: str = "both", lc_features: str = "raw",
-                   ) -> torch.Tensor:
+def score_segments(features: torch.Tensor | PrefixIntegral, scp: torch.Tensor,
+                   labels: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor,
+                   inflation: float = 0.25, alpha: float = 0.6, score_terms: str = "both",
+                   lc_features: str = "raw") -> torch.Tensor:
     """Scores (-objective) of N arbitrary segments, each for its own class.
 
-    features: (T, D); scp: (C, T); labels: (N,) class index of each segment; starts/ends: (N,)
-    snippets. The outer area is ``inflation * length`` on each side, clamped to the video.
+    features: (T, D), or a prebuilt ``feature_integral(features, lc_features)`` to reuse
+    (``lc_features`` is then ignored); scp: (C, T); labels: (N,) class index of each segment;
+    starts/ends: (N,) snippets. The outer area is ``inflation * length`` on each side, clamped
+    to the video.
     """
-    T = features.shape[0]
+    pi = features if isinstance(features, PrefixIntegral) else None
+    T = pi.T if pi is not None else features.shape[0]
     if starts.numel() == 0:
         return torch.zeros(0, dtype=torch.float64)
     classes, inv = torch.unique(labels, return_inverse=True)
     s, e = starts.to(torch.float64), ends.to(torch.float64)
     pad = inflation * (e - s)
-    terms = proposal_terms(feature_integral(features, lc_features), scp[classes],
+    terms = proposal_terms(pi if pi is not None else feature_integral(features, lc_features), scp[classes],
                            (s - pad).clamp(0, T), s, e, (e + pad).clamp(0, T), alpha=alpha,
                            lc_features=lc_features, out_dtype=torch.float64)
     obj = objective_from_terms(terms, score_terms)   # (N, K)
