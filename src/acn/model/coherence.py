@@ -223,9 +223,19 @@ class PrefixIntegral:
             S = upper.shape[1] - 1
             g0 = upper[:-1, :S]  # P[p, q]
             g1 = upper[:-1, 1:]  # P[p, q + 1]
-            g2 = torch.cat([upper[:-1, 1:2], upper[1:, : S - 1]], 1)  # P[p + 1, q] (symmetric)
             g3 = upper[1:, :S]  # P[p + 1, q + 1]
-            self._point_table = torch.stack([g0, g1 - g0, g2 - g0, g3 - g2 - g1 + g0], -1)
+            # written in place into one (T, S, 4) buffer: no stacked temporaries
+            tab = upper.new_empty(g0.shape[0], S, 4)
+            t0, t1, t2, t3 = tab.unbind(-1)
+            t0.copy_(g0)
+            torch.sub(g1, g0, out=t1)
+            # P[p + 1, q] (symmetric): P[p, p + 1] at delta 0, else upper[p + 1, delta - 1]
+            t2[:, :1].copy_(upper[:-1, 1:2])
+            t2[:, 1:].copy_(upper[1:, : S - 1])
+            torch.add(g3, g0, out=t3)
+            t3.sub_(t2).sub_(g1)
+            t2.sub_(g0)
+            self._point_table = tab
         return self._point_table
 
 
