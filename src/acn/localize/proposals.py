@@ -354,8 +354,8 @@ def score_video(
     select = kept if (kept is not None and not training) else valid
     # flat (proposal, class) indices: 1-D gathers are much cheaper than [j, c] pairs
     K = classes.numel()
-    flat = torch.nonzero(select.reshape(-1)).flatten()
-    j, c = flat // K, flat % K
+    j, c = torch.nonzero(select).unbind(1)  # row-major, as the flat order
+    flat = j * K + c  # (an int64 // and % on ~N*K entries cost more than the nonzero)
 
     def pick(t: torch.Tensor) -> torch.Tensor:
         return t.reshape(-1).index_select(0, flat)
