@@ -252,3 +252,28 @@ def test_score_one_shares_lc_tables_between_stream_and_joint_scoring(tiny, train
         np.testing.assert_array_equal(c.segments, p.segments)
         np.testing.assert_array_equal(c.labels, p.labels)
         np.testing.assert_allclose(c.scores, p.scores, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_cli_pipeline_on_a_wtalc_folder(tmp_path, capsys):
+    # exactly what a user with the published W-TALC THUMOS14 features runs: the joint feature
+    # file + annotation folder, pickles trusted explicitly, train -> localize -> evaluate
+    data, run, pred = tmp_path / "Thumos14reduced", tmp_path / "run", tmp_path / "pred.json"
+    assert main(["synth", "--preset", "thumos14", "--videos", "24", "--dim", "32",
+                 "--seed", "2", "--format", "wtalc", "--out", str(data)]) == 0
+    assert (data / "Thumos14reduced-I3D-JOINTFeatures.npy").is_file()
+    sets = sum((["--set", s] for s in FAST_SET), [])
+    assert main(["train", "--data", str(data), "--out", str(run), "--seed", "0", *sets]) == 2
+    assert "--allow-pickle" in capsys.readouterr().err  # refused until trusted
+    assert main(["train", "--data", str(data), "--allow-pickle", "--out", str(run),
+                 "--seed", "0", *sets]) == 0
+    assert main(["localize", "--run", str(run), "--data", str(data), "--allow-pickle",
+                 "--out", str(pred)]) == 0
+    dets = load_results(pred)
+    test_ids = {v for v in json.loads(pred.read_text())["results"]}
+    assert len(dets) > 0 and all(v.startswith("video_test_") for v in test_ids)
+    out_json = tmp_path / "map.json"
+    assert main(["evaluate", "--gt", str(data), "--allow-pickle", "--pred", str(pred),
+                 "--protocol", "thumos14", "--json", str(out_json)]) == 0
+    rep = json.loads(out_json.read_text())
+    assert rep["protocol"] == "thumos14" and "0.5" in rep["map"]
