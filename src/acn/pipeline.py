@@ -364,7 +364,8 @@ class ACN:
                         if s in want:
                             props[s][vid] = self._score_one(
                                 x[s][i, :T], self.scored_outputs(base, s)[vid], r_i[s],
-                                self.models[s].attention_threshold, lc_cache=lc_cache, lc_keys=[s])
+                                self.models[s].attention_threshold,
+                                lc_cache=lc_cache, lc_keys=[s])
                     if "joint" in want:
                         regs_j = {a: (None if r is None else (r + r_i["flow"][a]) / 2)
                                   for a, r in r_i["rgb"].items()}

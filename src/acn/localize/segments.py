@@ -85,9 +85,10 @@ def score_segments(features: torch.Tensor | PrefixIntegral, scp: torch.Tensor,
     classes, inv = torch.unique(labels, return_inverse=True)
     s, e = starts.to(torch.float64), ends.to(torch.float64)
     pad = inflation * (e - s)
-    terms = proposal_terms(pi if pi is not None else feature_integral(features, lc_features), scp[classes],
-                           (s - pad).clamp(0, T), s, e, (e + pad).clamp(0, T), alpha=alpha,
-                           lc_features=lc_features, out_dtype=torch.float64)
+    if pi is None:
+        pi = feature_integral(features, lc_features)
+    terms = proposal_terms(pi, scp[classes], (s - pad).clamp(0, T), s, e, (e + pad).clamp(0, T),
+                           alpha=alpha, out_dtype=torch.float64)
     obj = objective_from_terms(terms, score_terms)   # (N, K)
     return -obj[torch.arange(len(s)), inv]
 
