@@ -277,3 +277,36 @@ def test_cli_pipeline_on_a_wtalc_folder(tmp_path, capsys):
                  "--protocol", "thumos14", "--json", str(out_json)]) == 0
     rep = json.loads(out_json.read_text())
     assert rep["protocol"] == "thumos14" and "0.5" in rep["map"]
+
+
+def test_inference_device_names_and_unusable_devices():
+    from acn.errors import AcnError
+    from acn.pipeline import inference_device
+
+    assert inference_device("cpu") == torch.device("cpu")
+    for bad, msg in (("tpu", "not a device name"), ("mps", "only cpu and cuda")):
+        with pytest.raises(AcnError, match=msg):
+            inference_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(AcnError, match="no CUDA device is visible"):
+            inference_device("cuda")
+
+
+def test_localize_device_option(tiny, tiny_folder, trained, tmp_path, capsys):
+    # localize.device=cpu is the default path; an unusable device fails before any output
+    import copy
+
+    model, run = trained
+    vid = [v.id for v in tiny.subset("test")][:2]
+    m2 = copy.copy(model)
+    m2.cfg = copy.deepcopy(model.cfg)
+    m2.cfg["localize"]["device"] = "cpu"
+    a = model.localize(tiny, vid, ["fused"], progress=False)
+    b = m2.localize(tiny, vid, ["fused"], progress=False)
+    assert a == b and sum(len(d) for d in a["fused"].values()) > 0
+    if not torch.cuda.is_available():
+        out = tmp_path / "p.json"
+        assert main(["localize", "--run", str(run), "--data", str(tiny_folder), "--out", str(out),
+                     "--device", "cuda"]) == 2
+        assert "no CUDA device is visible" in capsys.readouterr().err
+        assert not out.exists()

@@ -169,11 +169,13 @@ def add_localize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override an inference setting, e.g. --set localize.nms_iou=0.5")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--device", default=None,
+                   help="where the networks run (base models, regression nets and, with --video, "
+                        "I3D): cpu, cuda, cuda:N (default: the run's localize.device, cpu)")
     g = p.add_argument_group("feature extraction (with --video)")
     g.add_argument("--rgb-weights", default=None)
     g.add_argument("--flow-weights", default=None)
     g.add_argument("--flow", dest="flow_method", default="tvl1", help="tvl1 | dis | farneback")
-    g.add_argument("--device", default="cpu")
     g.add_argument("--resize", type=int, default=256, help="short side after resizing")
     g.add_argument("--crop", type=int, default=224, help="centre crop fed to I3D")
     g.add_argument("--random-weights", action="store_true",
@@ -199,7 +201,8 @@ def run_localize(args: argparse.Namespace) -> int:
         if out is not None:
             check_writable(out)
     model = ACN.load(args.run)
-    _apply_inference_overrides(model, args.overrides)
+    _apply_inference_overrides(model, args.overrides
+                               + ([f"localize.device={args.device}"] if args.device else []))
     stream = args.stream or model.cfg["localize"]["stream"]
     if args.video is not None:
         return _localize_video(args, model, stream)
@@ -227,7 +230,8 @@ def _localize_video(args, model, stream: str) -> int:
     if not args.video.is_file():
         raise AcnError(f"{args.video}: video file not found")
     cfg = ex.ExtractConfig(flow=args.flow_method, rgb_weights=args.rgb_weights,
-                           flow_weights=args.flow_weights, device=args.device,
+                           flow_weights=args.flow_weights,
+                           device=args.device or model.cfg["localize"]["device"],
                            resize=args.resize, crop=args.crop,
                            random_weights=args.random_weights)
     models = ex.build_models(cfg)

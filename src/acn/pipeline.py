@@ -14,6 +14,7 @@ Every checkpoint loads with ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from dataclasses import dataclass
@@ -67,6 +68,24 @@ def splits(ds: Dataset, cfg: dict) -> tuple[str, str]:
     ann = ds.annotations
     return (cfg["data"]["train_subset"] or ann.train_subset,
             cfg["data"]["test_subset"] or ann.test_subset)
+
+
+def inference_device(name: str) -> torch.device:
+    """``localize.device`` as a torch device, with a clear error when it is not usable here."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError) as e:
+        raise AcnError(f"localize.device={name!r}: not a device name (cpu, cuda, cuda:N)") from e
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise AcnError(f"localize.device={name!r}: no CUDA device is visible to this "
+                           f"process (torch {torch.__version__}); use localize.device=cpu")
+        if dev.index is not None and dev.index >= n:
+            raise AcnError(f"localize.device={name!r}: only {n} CUDA device(s) are visible")
+    elif dev.type != "cpu":
+        raise AcnError(f"localize.device={name!r}: only cpu and cuda are supported")
+    return dev
 
 
 def mean_outputs(outputs: dict[str, dict[str, bt.BaseOutputs]], vid: str) -> bt.BaseOutputs:
@@ -334,18 +353,21 @@ class ACN:
             batches.append(cur)
         props: dict[str, dict[str, StreamProposals]] = {k: {} for k in want}
         kept: dict[str, dict[str, bt.BaseOutputs]] = {s: {} for s in run}
-        with torch.inference_mode():
+        dev = inference_device(loc["device"])
+        with torch.inference_mode(), self._models_on(dev, run):
             for batch in tqdm(batches, desc="localize", disable=not progress, leave=False):
                 pairs = [ds.features(v, self.feature_dim) for v in batch]
                 x, regs, outs = {}, {}, {}
                 for s in run:
                     sm = self.models[s]
+                    # padded on the CPU (scoring reads it there), the networks on ``dev``
                     x[s], mask = bt.pad_batch([p[STREAM_INDEX[s]] for p in pairs])
-                    res = sm.base.eval()(x[s], mask)
-                    lens = mask.sum(1)
-                    regs[s] = sm.nets(x[s], lens) if cfg["acn"]["regression"] else None
-                    scp, att = res.scp.float().numpy(), res.attention.float().numpy()
-                    vs = res.video_scores.float().numpy()
+                    xd, md = x[s].to(dev), mask.to(dev)
+                    res = sm.base.eval()(xd, md)
+                    regs[s] = ({a: r.cpu() for a, r in sm.nets(xd, md.sum(1)).items()}
+                               if cfg["acn"]["regression"] else None)
+                    scp, att = res.scp.float().cpu().numpy(), res.attention.float().cpu().numpy()
+                    vs = res.video_scores.float().cpu().numpy()
                     outs[s] = [bt.BaseOutputs(scp=np.ascontiguousarray(scp[i, :, : lengths[v]]),
                                               attention=np.ascontiguousarray(att[i, : lengths[v]]),
                                               video_scores=vs[i].copy())
@@ -378,6 +400,23 @@ class ACN:
                                             if loc["joint_candidates"] == "all" else None),
                             lc_cache=lc_cache, lc_keys=["rgb", "flow"])
         return props, kept
+
+    @contextlib.contextmanager
+    def _models_on(self, dev: torch.device, streams: Iterable[str]):
+        """Move the streams' base models and regression nets to ``dev`` for a block, and back
+        to the CPU after it (everything else, e.g. ``baseline``, expects them there)."""
+        if dev.type == "cpu":
+            yield
+            return
+        try:
+            for s in streams:
+                self.models[s].base.to(dev)
+                self.models[s].nets.to(dev)
+            yield
+        finally:
+            for s in streams:
+                self.models[s].base.to("cpu")
+                self.models[s].nets.to("cpu")
 
     def _check_short(self, ds: Dataset, ids: list[str], lengths: dict[str, int]) -> None:
         smallest = min(self.cfg["acn"]["anchors"])
@@ -497,6 +536,7 @@ class ACN:
         bad = sorted(set(streams) - {"rgb", "flow", "fused"})
         if bad:
             raise AcnError(f"localize: unknown streams {bad} (rgb, flow, fused)")
+        inference_device(self.cfg["localize"]["device"])  # usable here, before any work
         ds.validate(ids, self.feature_dim)  # every video's features, before any work
         joint = self.cfg["localize"]["fusion"] == "joint"
         want = [s for s in ("rgb", "flow") if s in streams or ("fused" in streams and not joint)]
