@@ -207,3 +207,30 @@ def test_float32_long_video_precision():
                                           *(float(x[0]) for x in (a, b, c, d)))
     np.testing.assert_allclose(t64.L[0].numpy(), L, atol=1e-9)
     assert isinstance(t32, CoherenceTerms)
+
+
+def test_auto_never_builds_a_band_above_the_memory_cap(monkeypatch):
+    # many proposals favour the Gram band; a span that makes it too big must fall back to the
+    # direct method (same values), and a band already built is reused whatever its size
+    import acn.model.coherence as co
+
+    g = torch.Generator().manual_seed(3)
+    T, D, N = 300, 16, 2000
+    f = torch.rand(T, D, generator=g, dtype=torch.float64)
+    xs = torch.rand(N, generator=g, dtype=torch.float64) * (T - 40)
+    xe = xs + 1 + torch.rand(N, generator=g, dtype=torch.float64) * 30
+    Xs, Xe = (xs - 5).clamp(0, T), (xe + 5).clamp(0, T)
+    xe[0], Xs[0], Xe[0] = T - 1.0, 0.0, float(T)  # one proposal spans the video
+    xs[0] = 1.0
+    pts = co._Points(T, Xs, xs, xe, Xe)
+    span = pts.pair_span()
+    assert co._choose_method(co.PrefixIntegral(f), pts, 64) == "gram"  # the cost model's pick
+    monkeypatch.setattr(co, "GRAM_BAND_MAX_BYTES", 6 * 8 * (T + 1) * (span + 2) - 1)
+    pi = co.PrefixIntegral(f)
+    assert co._choose_method(pi, pts, 64) == "direct"
+    auto = co.coherence_term(pi, Xs, xs, xe, Xe)
+    assert not pi.has_band(1)  # nothing was built
+    gram = co.coherence_term(co.PrefixIntegral(f), Xs, xs, xe, Xe, method="gram")
+    torch.testing.assert_close(auto, gram, rtol=1e-9, atol=1e-10)
+    pi.band_gram(span)
+    assert co._choose_method(pi, pts, 64) == "gram"

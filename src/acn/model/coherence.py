@@ -550,14 +550,23 @@ def _dots_direct(pi: PrefixIntegral, pts: _Points, w: torch.Tensor, chunk_size: 
     return torch.cat(out)
 
 
+# The Gram band's tables peak at ~6 float64 arrays of (T + 1) x (span + 1) while they are
+# built: above this many bytes the direct method (memory bounded by its chunk size) is used
+# instead, so one very long proposal in a very long video cannot exhaust the memory.
+GRAM_BAND_MAX_BYTES = 768 * 2 ** 20
+
+
 def _choose_method(pi: PrefixIntegral, pts: _Points, block: int) -> str:
     """Cost model in units of one row-pair of the Gram band's GEMM (measured on one CPU
     thread, D = 1024): the Gram band costs T (block + span) units; the direct method ~600
-    units per proposal plus ~200 per row for the float64 prefix sums it needs (unless built)."""
+    units per proposal plus ~200 per row for the float64 prefix sums it needs (unless built).
+    A band that would need more than ``GRAM_BAND_MAX_BYTES`` is never built."""
     span = pts.pair_span()
     if pi.has_band(span):
         return "gram"  # already paid for
     rows = pi.T + 1
+    if 6 * 8 * rows * (span + 2) > GRAM_BAND_MAX_BYTES:
+        return "direct"
     gram_cost = rows * (min(block, rows) + span)
     direct_cost = 600 * pts.n + (0 if pi._cum is not None else 200 * rows)
     return "gram" if gram_cost < direct_cost else "direct"
