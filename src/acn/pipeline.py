@@ -354,6 +354,7 @@ class ACN:
         props: dict[str, dict[str, StreamProposals]] = {k: {} for k in want}
         kept: dict[str, dict[str, bt.BaseOutputs]] = {s: {} for s in run}
         dev = inference_device(loc["device"])
+        share_lc = "joint" in want and ("rgb" in want or "flow" in want)
         with torch.inference_mode(), self._models_on(dev, run):
             for batch in tqdm(batches, desc="localize", disable=not progress, leave=False):
                 pairs = [ds.features(v, self.feature_dim) for v in batch]
@@ -374,7 +375,9 @@ class ACN:
                                for i, v in enumerate(batch)]
                 for i, vid in enumerate(batch):
                     T = lengths[vid]
-                    lc_cache: dict[str, PrefixIntegral] = {}  # this video's Lc tables per stream
+                    # this video's Lc tables per stream, kept only where a second scoring
+                    # (joint after per-stream) reuses them: they cost memory on long videos
+                    lc_cache: dict[str, PrefixIntegral] | None = {} if share_lc else None
                     base = {s: {vid: outs[s][i]} for s in run}
                     if keep_outputs:
                         for s in run:
@@ -441,7 +444,8 @@ class ACN:
         SCPs whose CAS segments join the candidates (scored on ``out.scp`` like the rest).
         ``lc_cache``/``lc_keys``: the Lc prefix tables of each entry of ``feats`` are looked up
         in (or added to) ``lc_cache`` under these keys, so that scoring one video for a stream
-        and again for the joint fusion builds each stream's tables once."""
+        and again for the joint fusion builds each stream's tables once; without it each
+        stream's tables are freed as soon as they are used (one stream's at a time)."""
         acn, loc = self.cfg["acn"], self.cfg["localize"]
         groups = feats if isinstance(feats, list) else [feats]
         T = groups[0].shape[0]
@@ -449,11 +453,14 @@ class ACN:
         cache = {} if lc_cache is None else lc_cache
         keys = lc_keys or [str(k) for k in range(len(groups))]
 
-        def integrals() -> list[PrefixIntegral]:  # built on first use, once per call at most
-            for k, f in zip(keys, groups):
-                if k not in cache:
-                    cache[k] = feature_integral(f, acn["lc_features"])
-            return [cache[k] for k in keys]
+        def integral(j: int) -> PrefixIntegral:  # built on first use, once per call at most
+            if keys[j] not in cache:
+                cache[keys[j]] = feature_integral(groups[j], acn["lc_features"])
+            return cache[keys[j]]
+
+        def release(j: int) -> None:  # a table nobody reuses: free it before the next one
+            if lc_cache is None:
+                cache.pop(keys[j], None)
 
         regressions = {a: (r if acn["regression"] else None) for a, r in regs.items() if a <= T}
         if not regressions:  # shorter than every anchor: the whole video is the proposal
@@ -472,7 +479,7 @@ class ACN:
                              score_terms=acn["score_terms"], attention_mode=acn["attention_mode"],
                              lc_features=acn["lc_features"], inflation=acn["inflation"],
                              one_per_position_at_test=loc["one_per_position"],
-                             lc_integral=(integrals()[0] if len(groups) == 1 and classes.numel()
+                             lc_integral=(integral(0) if len(groups) == 1 and classes.numel()
                                           else None))
             parts.append((sp.segments.double(), sp.scores.double(), sp.labels))
         if acn["proposals"] in ("cas", "both") and classes.numel():
@@ -485,9 +492,12 @@ class ACN:
             s2, e2 = regress_segments(torch.from_numpy(st), torch.from_numpy(en), T, regressions)
             # -L is linear in Lc, so the mean of per-stream scores on one SCP is -L with the
             # streams' mean Lc
-            sc = torch.stack([score_segments(pi, scp, lab, s2, e2, acn["inflation"], acn["alpha"],
-                                             acn["score_terms"])
-                              for pi in integrals()]).mean(0)
+            per_stream = []
+            for j in range(len(groups)):  # one stream's Lc tables in memory at a time
+                per_stream.append(score_segments(integral(j), scp, lab, s2, e2, acn["inflation"],
+                                                 acn["alpha"], acn["score_terms"]))
+                release(j)
+            sc = torch.stack(per_stream).mean(0)
             parts.append((torch.stack([s2, e2], 1), sc, lab))
         if not parts or sum(len(p[1]) for p in parts) == 0:
             return StreamProposals(np.zeros((0, 2)), np.zeros(0), np.zeros(0, dtype=np.int64))

@@ -553,7 +553,7 @@ def _dots_direct(pi: PrefixIntegral, pts: _Points, w: torch.Tensor, chunk_size: 
 # The Gram band's tables peak at ~6 float64 arrays of (T + 1) x (span + 1) while they are
 # built: above this many bytes the direct method (memory bounded by its chunk size) is used
 # instead, so one very long proposal in a very long video cannot exhaust the memory.
-GRAM_BAND_MAX_BYTES = 768 * 2 ** 20
+GRAM_BAND_MAX_BYTES = 256 * 2 ** 20
 
 
 def _choose_method(pi: PrefixIntegral, pts: _Points, block: int) -> str:
