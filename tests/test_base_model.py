@@ -265,3 +265,24 @@ def test_checkpoint_round_trip_weights_only(tmp_path, ds, trained):
         load_base_checkpoint(tmp_path / "junk.pt")
     with pytest.raises(AcnError, match="cannot be stored"):
         save_base_checkpoint(tmp_path / "x.pt", model, {"bad": object()})
+
+
+def test_pad_batch_reuses_its_buffer_and_zeroes_the_padding():
+    rng = np.random.default_rng(0)
+    buf: list = []
+    # a stale buffer full of garbage must not leak into the padding
+    first = [rng.random((9, 4), dtype=np.float32) + 5 for _ in range(3)]
+    pad_batch(first, buffer=buf)
+    held = buf[0]
+    second = [rng.random((t, 4), dtype=np.float32) for t in (2, 6)]
+    x, m = pad_batch(second, buffer=buf)
+    fresh, fm = pad_batch(second)
+    assert buf[0] is held  # big enough: reused, no new allocation
+    assert np.shares_memory(x.numpy(), held)
+    np.testing.assert_array_equal(x.numpy(), fresh.numpy())
+    np.testing.assert_array_equal(m.numpy(), fm.numpy())
+    assert float(x[0, 2:].abs().sum()) == 0.0
+    big = [rng.random((20, 4), dtype=np.float32)] * 2
+    x2, _ = pad_batch(big, buffer=buf)
+    assert buf[0] is not held and buf[0].size >= 160  # grown
+    np.testing.assert_array_equal(x2.numpy(), np.stack(big))

@@ -205,13 +205,25 @@ class _StreamReader:
         return a
 
 
-def pad_batch(arrays: Sequence[np.ndarray], device: str | torch.device = "cpu"
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_batch(arrays: Sequence[np.ndarray], device: str | torch.device = "cpu",
+              buffer: list[np.ndarray] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack ``(T_i, D)`` arrays into a zero-padded ``(B, T_max, D)`` tensor and a ``(B, T_max)``
-    bool mask (True on real snippets)."""
+    bool mask (True on real snippets).
+
+    ``buffer``: a one-element list holding a float32 array that the batch is written into (and
+    that is replaced by a larger one when too small), so that a loop over batches reuses the
+    same memory instead of faulting in fresh pages for every batch. The returned tensor is
+    then a view of it: valid only until the next call with the same buffer."""
     T = max(a.shape[0] for a in arrays)
-    # empty + zeroed tails: a full memset first would touch every page of a large batch twice
-    x = np.empty((len(arrays), T, arrays[0].shape[1]), dtype=np.float32)
+    shape = (len(arrays), T, arrays[0].shape[1])
+    n = int(np.prod(shape))
+    if buffer is not None:
+        if not buffer or buffer[0].size < n:
+            buffer[:] = [np.empty(n, dtype=np.float32)]
+        x = buffer[0][:n].reshape(shape)
+    else:
+        # empty + zeroed tails: a full memset first would touch every page of a large batch twice
+        x = np.empty(shape, dtype=np.float32)
     mask = np.zeros((len(arrays), T), dtype=bool)
     for i, a in enumerate(arrays):
         x[i, : a.shape[0]] = a

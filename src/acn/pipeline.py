@@ -355,6 +355,9 @@ class ACN:
         kept: dict[str, dict[str, bt.BaseOutputs]] = {s: {} for s in run}
         dev = inference_device(loc["device"])
         share_lc = "joint" in want and ("rgb" in want or "flow" in want)
+        # one padding buffer per stream, reused by every batch (a batch's features are not
+        # referenced once its proposals are scored)
+        buffers: dict[str, list[np.ndarray]] = {s: [] for s in run}
         with torch.inference_mode(), self._models_on(dev, run):
             for batch in tqdm(batches, desc="localize", disable=not progress, leave=False):
                 pairs = [ds.features(v, self.feature_dim) for v in batch]
@@ -362,7 +365,8 @@ class ACN:
                 for s in run:
                     sm = self.models[s]
                     # padded on the CPU (scoring reads it there), the networks on ``dev``
-                    x[s], mask = bt.pad_batch([p[STREAM_INDEX[s]] for p in pairs])
+                    x[s], mask = bt.pad_batch([p[STREAM_INDEX[s]] for p in pairs],
+                                              buffer=buffers[s])
                     xd, md = x[s].to(dev), mask.to(dev)
                     res = sm.base.eval()(xd, md)
                     regs[s] = ({a: r.cpu() for a, r in sm.nets(xd, md.sum(1)).items()}
