@@ -245,7 +245,7 @@ def fig_localize(args, setup: Setup) -> Figure:
         with torch.inference_mode(), model._models_on(dev, STREAMS):
             for s in STREAMS:
                 for feats, lens in padded[s]:
-                    model.models[s].nets(feats, lens)
+                    model.models[s].nets(feats, lens, zero_padded=True)
             sync()
 
     # time spent inside the nets during localize (forward hooks)

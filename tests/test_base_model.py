@@ -134,6 +134,18 @@ def test_padding_does_not_change_a_videos_outputs(kwargs):
     torch.testing.assert_close(batch.video_logits[1], alone.video_logits[0])
 
 
+def test_zero_padded_skips_only_a_redundant_mask():
+    # pad_batch zero-fills the padding, so zero_padded=True must give the same outputs
+    torch.manual_seed(3)
+    model = BaseModel(8, 5, hidden=16, kernel_size=3, head="topk_mil", scp="sigmoid").eval()
+    arrays = [np.random.default_rng(i).normal(size=(T, 8)).astype(np.float32)
+              for i, T in ((1, 40), (2, 11), (3, 25))]
+    x, mask = pad_batch(arrays)
+    a, b = model(x, mask), model(x, mask, zero_padded=True)
+    for f in ("scp", "attention", "video_scores", "video_logits"):
+        torch.testing.assert_close(getattr(b, f), getattr(a, f))
+
+
 # -- training --------------------------------------------------------------------------------
 def test_training_reaches_high_classification_map(ds, trained):
     model, info = trained

@@ -82,6 +82,40 @@ def test_regression_nets_padding_does_not_change_outputs():
         assert torch.allclose(alone[a][0], padded[a][0, :, :20], atol=1e-6)
 
 
+def test_regression_nets_inference_layout_matches_training_layout():
+    # without gradients the nets run 1 x 3 conv2d on the (B, T, D) layout; with gradients
+    # conv1d on a (B, D, T) copy: the same numbers, garbage padding masked in both, and
+    # zero_padded=True (input not re-masked) equal on a zero-padded batch
+    torch.manual_seed(1)
+    nets = RegressionNets(8, [1, 2, 4, 8, 16], filters=6, zero_init=False)
+    lengths = torch.tensor([33, 20, 5])
+    batch = torch.rand(3, 33, 8)
+    garbage = batch.clone()
+    for i, n in enumerate(lengths.tolist()):
+        batch[i, n:] = 0.0
+        garbage[i, n:] = 1e3
+    train_layout = nets(batch, lengths)  # gradients enabled
+    with torch.inference_mode():
+        infer = nets(garbage, lengths)
+        infer_zero = nets(batch, lengths, zero_padded=True)
+        unmasked = nets(batch)
+    assert torch.is_grad_enabled()
+    with torch.no_grad():
+        plain = nets(batch)
+    for a in nets.anchors:
+        assert train_layout[a].requires_grad and not infer[a].requires_grad
+        assert infer[a].shape == train_layout[a].shape == (3, 2, 33)
+        for i, n in enumerate(lengths.tolist()):
+            torch.testing.assert_close(infer[a][i, :, :n], train_layout[a][i, :, :n].detach(),
+                                       rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(infer_zero[a], infer[a], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(unmasked[a], plain[a].detach())
+    # the masking matters: without lengths the garbage reaches the real snippets
+    with torch.inference_mode():
+        leaked = nets(garbage)
+    assert not torch.allclose(leaked[16][1, :, :20], infer[16][1, :, :20])
+
+
 def test_dilation_follows_anchor():
     nets = RegressionNets(4, [1, 2, 4, 8, 16, 32], filters=4)
     assert [nets.nets[str(a)].conv1.dilation[0] for a in nets.anchors] == [1, 1, 1, 2, 4, 8]

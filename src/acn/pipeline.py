@@ -368,8 +368,10 @@ class ACN:
                     x[s], mask = bt.pad_batch([p[STREAM_INDEX[s]] for p in pairs],
                                               buffer=buffers[s])
                     xd, md = x[s].to(dev), mask.to(dev)
-                    res = sm.base.eval()(xd, md)
-                    regs[s] = ({a: r.cpu() for a, r in sm.nets(xd, md.sum(1)).items()}
+                    # pad_batch zero-fills the padding: neither model re-masks the input
+                    res = sm.base.eval()(xd, md, zero_padded=True)
+                    regs[s] = ({a: r.cpu() for a, r in
+                                sm.nets(xd, md.sum(1), zero_padded=True).items()}
                                if cfg["acn"]["regression"] else None)
                     scp, att = res.scp.float().cpu().numpy(), res.attention.float().cpu().numpy()
                     vs = res.video_scores.float().cpu().numpy()

@@ -212,12 +212,15 @@ class BaseModel(nn.Module):
             nn.init.zeros_(self.selector.weight)
             nn.init.zeros_(self.selector.bias)
 
-    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> BaseForward:
+    def forward(self, features: torch.Tensor, mask: torch.Tensor,
+                zero_padded: bool = False) -> BaseForward:
         """Run a padded batch.
 
         Args:
             features: ``(B, T, D)`` float snippet features (anything at padded positions).
             mask: ``(B, T)`` bool, True on real snippets; every video has at least one.
+            zero_padded: the caller guarantees ``features`` is 0 at padded positions (as
+                ``pad_batch`` writes it): they are then not zeroed again (a full copy).
 
         Returns:
             :class:`BaseForward` (scp ``(B, C, T)``, attention ``(B, T)``, video scores
@@ -227,7 +230,7 @@ class BaseModel(nn.Module):
         # transposed copy of the wide input. Zeroing padded snippets makes them look exactly
         # like the zeros a k=3 convolution pads a video's ends with.
         m = mask[:, :, None].to(features.dtype)
-        x = self.in_drop(features * m)
+        x = self.in_drop(features if zero_padded else features * m)
         if self.trunk is not None:
             x = self.drop(F.relu(_conv_last(self.trunk, x))) * m
         logits = _conv_last(self.classifier, x).transpose(1, 2)  # (B, C', T)

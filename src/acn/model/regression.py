@@ -13,6 +13,7 @@ The decoding of r into boundaries (Eqs. 5-6) lives in :mod:`acn.localize.proposa
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -51,6 +52,26 @@ class AnchorRegressor(nn.Module):
             h = h * mask
         return self.out(h)
 
+    def forward_channels_last(self, x: torch.Tensor, mask: torch.Tensor | None = None
+                              ) -> torch.Tensor:
+        """Inference only, the same numbers as ``forward``: x (B, D, 1, T) in channels-last
+        memory (i.e. a (B, T, D) array, no transposed copy), mask (B, 1, 1, T) float.
+
+        The dilated convolutions run as 1 x 3 conv2d on the channels-last layout, which oneDNN
+        runs ~15 % faster on CPU than conv1d on (B, D, T) (measured, D = 1024, 6 anchors) and
+        which needs no (B, D, T) copy of the input; activations are updated in place.
+        Returns r: (B, 2, T)."""
+        d = self.conv1.dilation[0]
+        h = F.conv2d(x, self.conv1.weight.unsqueeze(2), self.conv1.bias, padding=(0, d),
+                     dilation=(1, d)).relu_()
+        if mask is not None:
+            h.mul_(mask)
+        h = F.conv2d(h, self.conv2.weight.unsqueeze(2), self.conv2.bias, padding=(0, d),
+                     dilation=(1, d)).relu_()
+        if mask is not None:
+            h.mul_(mask)
+        return F.conv2d(h, self.out.weight.unsqueeze(2), self.out.bias)[:, :, 0]
+
 
 class RegressionNets(nn.Module):
     """All anchors of one stream. ``forward`` returns ``{P: r (B, 2, T)}``."""
@@ -68,13 +89,28 @@ class RegressionNets(nn.Module):
     def kwargs(self) -> dict:
         return {"in_dim": self.in_dim, "anchors": list(self.anchors), "filters": self.filters}
 
-    def forward(self, feats: torch.Tensor, lengths: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
-        """feats: (B, T, D) padded batch; lengths: (B,) valid snippets per video."""
-        x = feats.transpose(1, 2)
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor | None = None,
+                zero_padded: bool = False) -> dict[int, torch.Tensor]:
+        """feats: (B, T, D) padded batch; lengths: (B,) valid snippets per video.
+
+        ``zero_padded``: the caller guarantees ``feats`` is 0 beyond each video's length (as
+        ``pad_batch`` writes it), so the input is not masked (a full copy of the batch).
+        Without gradients (inference) the convolutions run on the (B, T, D) layout as is
+        (``AnchorRegressor.forward_channels_last``); with gradients on one (B, D, T) copy
+        (the channels-last backward is ~30 % slower on CPU, measured).
+        Returns ``{P: r (B, 2, T)}``."""
         mask = None
         if lengths is not None:
             t = torch.arange(feats.shape[1], device=feats.device)
-            mask = (t[None, :] < lengths[:, None]).to(feats.dtype)[:, None, :]
+            mask = (t[None, :] < lengths[:, None]).to(feats.dtype)
+        if not torch.is_grad_enabled():
+            x = feats if (mask is None or zero_padded) else feats * mask[:, :, None]
+            x = x.contiguous().transpose(1, 2).unsqueeze(2)  # (B, D, 1, T), channels-last
+            m4 = None if mask is None else mask[:, None, None, :]
+            return {a: self.nets[str(a)].forward_channels_last(x, m4) for a in self.anchors}
+        x = feats.transpose(1, 2)
+        if mask is not None:
+            mask = mask[:, None, :]
             x = x * mask
         # one contiguous (B, D, T) copy shared by all anchors: on the transposed layout every
         # anchor's first conv is ~30% slower on CPU (measured, 6 anchors, D = 1024)
