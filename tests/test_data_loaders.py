@@ -418,3 +418,35 @@ def test_wtalc_plain_numeric_features_need_no_pickle(tmp_path, tiny):
     np.testing.assert_array_equal(rgb, feats["vc"][0][:5])
     np.testing.assert_array_equal(flow, feats["vc"][1][:5])
     assert isinstance(ds.store._data, np.memmap)
+
+
+@pytest.mark.parametrize("copy", [True, False])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_check_streams_finds_every_non_finite_value(tmp_path, copy, bad):
+    from acn.data.features import check_streams, load_npy
+
+    rgb = np.random.default_rng(0).random((30, 8), dtype=np.float32)
+    flow = rgb.copy()
+    flow[17, 6] = bad
+    np.save(tmp_path / "rgb.npy", rgb)
+    np.save(tmp_path / "flow.npy", flow)
+    with pytest.raises(AcnError, match="Flow features contain NaN or Inf "
+                                       r"\(first at snippet 17, column 6\)"):
+        check_streams(load_npy(tmp_path / "rgb.npy"), load_npy(tmp_path / "flow.npy"), "v",
+                      copy=copy)
+
+
+def test_check_streams_copy_false_keeps_float32_memory_maps(tmp_path):
+    from acn.data.features import check_streams, load_npy
+
+    a = np.random.default_rng(1).random((12, 4), dtype=np.float32)
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", a.astype(np.float64))
+    mm, mm64 = load_npy(tmp_path / "a.npy"), load_npy(tmp_path / "b.npy")
+    rgb, flow = check_streams(mm, mm64, "v", copy=False)
+    assert np.shares_memory(rgb, mm) and not rgb.flags.writeable  # not read into RAM
+    assert flow.dtype == np.float32 and not np.shares_memory(flow, mm64)  # converted
+    r2, f2 = check_streams(mm, mm64, "v")  # default: writable copies in RAM
+    assert r2.flags.writeable and not np.shares_memory(r2, mm)
+    np.testing.assert_array_equal(rgb, r2)
+    np.testing.assert_array_equal(flow, f2)

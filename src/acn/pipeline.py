@@ -360,7 +360,8 @@ class ACN:
         buffers: dict[str, list[np.ndarray]] = {s: [] for s in run}
         with torch.inference_mode(), self._models_on(dev, run):
             for batch in tqdm(batches, desc="localize", disable=not progress, leave=False):
-                pairs = [ds.features(v, self.feature_dim) for v in batch]
+                # not copied: pad_batch copies them into its buffer
+                pairs = [ds.features(v, self.feature_dim, copy=False) for v in batch]
                 x, regs, outs = {}, {}, {}
                 for s in run:
                     sm = self.models[s]

@@ -53,8 +53,11 @@ def load_npy(path: Path, mmap: bool = True) -> np.ndarray:
 
 
 def check_streams(rgb: np.ndarray, flow: np.ndarray, where: str,
-                  expected_dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Validate a video's two streams and return them as float32 arrays in RAM.
+                  expected_dim: int | None = None, copy: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a video's two streams and return them as float32 arrays: copies in RAM, or
+    with ``copy=False`` the arrays themselves where they are float32 already (a memory map
+    stays one, read-only: for callers that copy the data on anyway, e.g. into a padded batch).
 
     Raises :class:`AcnError` naming ``where`` for: wrong rank, zero snippets, different T of
     RGB and Flow, different widths, a width other than ``expected_dim``, NaN or Inf values.
@@ -73,8 +76,10 @@ def check_streams(rgb: np.ndarray, flow: np.ndarray, where: str,
                        f"expects {expected_dim}-d")
     out = []
     for name, a in (("RGB", rgb), ("Flow", flow)):
-        a = np.array(a, dtype=np.float32)  # a copy in RAM: a memory map is read-only
-        if not np.isfinite(a).all():
+        # a copy in RAM unless asked not to: a memory map is read-only
+        a = np.array(a, dtype=np.float32) if copy else np.asarray(a, dtype=np.float32)
+        # NaN propagates through max and min, +-Inf is one of them: two reads, no temporary
+        if not (np.isfinite(a.max()) and np.isfinite(a.min())):
             bad = np.argwhere(~np.isfinite(a))[0]
             raise AcnError(f"{where}: {name} features contain NaN or Inf (first at snippet "
                            f"{bad[0]}, column {bad[1]})")
@@ -148,8 +153,11 @@ class Dataset:
     def video(self, video_id: str) -> Video:
         return self.annotations.videos[video_id]
 
-    def features(self, video_id: str, expected_dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Validated ``(rgb, flow)`` float32 arrays of shape ``(T, D)`` for one video."""
+    def features(self, video_id: str, expected_dim: int | None = None,
+                 copy: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Validated ``(rgb, flow)`` float32 arrays of shape ``(T, D)`` for one video: copies
+        in RAM, or with ``copy=False`` the stored arrays where they are float32 (memory maps
+        stay memory maps, read-only; see ``check_streams``)."""
         if not self.store.has(video_id):
             what = self.store.describe(video_id)
             paths = getattr(self.store, "paths", None)
@@ -158,7 +166,7 @@ class Dataset:
                 what = " and ".join(gone) or what
             raise AcnError(f"{what}: feature file missing for listed video {video_id!r}")
         rgb, flow = self.store.load(video_id)
-        return check_streams(rgb, flow, self.store.describe(video_id), expected_dim)
+        return check_streams(rgb, flow, self.store.describe(video_id), expected_dim, copy)
 
     def validate(self, video_ids, expected_dim: int | None = None) -> int:
         """Read and check the features of every video in ``video_ids`` now, one at a time.
