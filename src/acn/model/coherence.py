@@ -557,10 +557,13 @@ GRAM_BAND_MAX_BYTES = 256 * 2 ** 20
 
 
 def _choose_method(pi: PrefixIntegral, pts: _Points, block: int) -> str:
-    """Cost model in units of one row-pair of the Gram band's GEMM (measured on one CPU
-    thread, D = 1024): the Gram band costs T (block + span) units; the direct method ~600
-    units per proposal plus ~200 per row for the float64 prefix sums it needs (unless built).
-    A band that would need more than ``GRAM_BAND_MAX_BYTES`` is never built."""
+    """Cost model in units of one row-pair of the Gram band's GEMM: the Gram band costs
+    T (block + span) units; the direct method ~300 units per proposal, ~40 per row for the
+    float64 prefix sums it needs (unless built) and ~5000 per call. Fitted on the 235 Lc calls
+    of a THUMOS14-scale localize (D = 1024, CAS proposals: median T 257, 47 proposals, span
+    100) at 1 and 2 threads, where it comes within 3 % of the faster method per call (the
+    previous 600 / 200 / 0 took 30-55 % longer). A band that would need more than
+    ``GRAM_BAND_MAX_BYTES`` is never built."""
     span = pts.pair_span()
     if pi.has_band(span):
         return "gram"  # already paid for
@@ -568,7 +571,7 @@ def _choose_method(pi: PrefixIntegral, pts: _Points, block: int) -> str:
     if 6 * 8 * rows * (span + 2) > GRAM_BAND_MAX_BYTES:
         return "direct"
     gram_cost = rows * (min(block, rows) + span)
-    direct_cost = 600 * pts.n + (0 if pi._cum is not None else 200 * rows)
+    direct_cost = 300 * pts.n + (0 if pi._cum is not None else 40 * rows) + 5000
     return "gram" if gram_cost < direct_cost else "direct"
 
 
