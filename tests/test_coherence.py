@@ -234,3 +234,28 @@ def test_auto_never_builds_a_band_above_the_memory_cap(monkeypatch):
     torch.testing.assert_close(auto, gram, rtol=1e-9, atol=1e-10)
     pi.band_gram(span)
     assert co._choose_method(pi, pts, 64) == "gram"
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(0, 40), s=st.integers(1, 8), r=st.integers(1, 12), k=st.integers(1, 5),
+       seed=st.integers(0, 10_000))
+def test_weighted_rows_sparse_path_equals_a_direct_sum(n, s, r, k, seed):
+    # the no-gradient path multiplies by a CSR matrix whose rows may repeat a column (a
+    # proposal's points often share table rows): repeated entries must add up
+    import acn.model.coherence as co
+
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randint(0, r, (n, s), generator=g).sort(1).values
+    w = torch.randn(n, s, generator=g, dtype=torch.float64)
+    table = torch.randn(r, k, generator=g, dtype=torch.float64)
+    expect = torch.zeros(n, k, dtype=torch.float64)
+    for i in range(n):
+        for j in range(s):
+            expect[i] += w[i, j] * table[rows[i, j]]
+    torch.testing.assert_close(co._weighted_rows(rows, w, table), expect)
+    wg = w.clone().requires_grad_(True)  # the differentiable path gives the same values
+    out = co._weighted_rows(rows, wg, table)
+    torch.testing.assert_close(out.detach(), expect)
+    if n:
+        out.sum().backward()
+        torch.testing.assert_close(wg.grad, table[rows].sum(-1))

@@ -207,3 +207,25 @@ def test_score_video_empty_cases():
     none = score_video(f, scp, regs, torch.tensor([], dtype=torch.long))
     assert none.empty
     assert short.segments.shape == (0, 2)
+
+
+def test_score_video_with_nothing_filtered_returns_every_pair_in_order():
+    # every proposal survives (plain anchors each contain a snippet centre, no SCP
+    # threshold): the no-subset path, rows ordered by proposal then class, with the terms of
+    # proposal_terms on all proposals
+    from acn.model.coherence import proposal_terms
+
+    f, scp, regs, _ = _video(4)
+    T = f.shape[0]
+    anchors = {P: None for P in regs}
+    classes = torch.tensor([1, 0])
+    out = score_video(f, scp, anchors, classes, scp_threshold=0.0)
+    p = build_proposals(T, anchors, dtype=f.dtype)
+    terms = proposal_terms(f, scp[classes], p.outer_start, p.start, p.end, p.outer_end)
+    assert len(out) == 2 * len(p) == 2 * out.n_proposals
+    torch.testing.assert_close(out.labels, classes.repeat(len(p)))
+    torch.testing.assert_close(out.segments[:, 0], p.start.repeat_interleave(2))
+    torch.testing.assert_close(out.L, terms.L.reshape(-1))
+    torch.testing.assert_close(out.L_oic, terms.L_oic.reshape(-1))
+    torch.testing.assert_close(out.Lc, terms.Lc.repeat_interleave(2))
+    torch.testing.assert_close(out.scores, -out.L)

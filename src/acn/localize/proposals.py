@@ -15,10 +15,12 @@ from typing import Literal
 import torch
 
 from acn.model.coherence import (
+    CoherenceTerms,
     LcFeatures,
     LcMethod,
     PrefixIntegral,
     ScoreTerms,
+    combine_loss,
     feature_integral,
     objective_from_terms,
     proposal_terms,
@@ -331,25 +333,28 @@ def score_video(
     rows = torch.nonzero(valid.any(1)).flatten()
     if rows.numel() == 0:
         return _empty(dtype, features.device, n_props)
-    sub = props.subset(rows)
-    valid = valid[rows]
+    if rows.numel() < n_props:
+        sub = props.subset(rows)
+        valid = valid[rows]
+    else:  # all survive: no copies
+        sub, rows = props, slice(None)
     if lc_integral is None:
         lc_integral = feature_integral(features, lc_features)
     elif lc_integral.T != T:
         raise ValueError(f"score_video: lc_integral has T={lc_integral.T}, features T={T}")
+    per_position = training or one_per_position_at_test
+    # without the one-per-position selection, L is formed only for the pairs returned
     terms = proposal_terms(lc_integral, PrefixIntegral(s.t()),
                            sub.outer_start, sub.start, sub.end, sub.outer_end, alpha=alpha,
                            eps=eps, chunk_size=chunk_size, lc_method=lc_method,
-                           out_dtype=dtype)
-    objective = objective_from_terms(terms, score_terms)  # (n, K)
-    scores = -objective
+                           out_dtype=dtype, combine=per_position)
 
-    kept = None
-    if training or one_per_position_at_test:
-        kept = one_per_position(first[rows], last[rows], scores, valid, T)
-    loss = None
-    if training and kept is not None and bool(kept.any()):
-        loss = objective[kept].mean()
+    kept = loss = None
+    if per_position:
+        objective = objective_from_terms(terms, score_terms)  # (n, K)
+        kept = one_per_position(first[rows], last[rows], -objective, valid, T)
+        if training and bool(kept.any()):
+            loss = objective[kept].mean()
 
     select = kept if (kept is not None and not training) else valid
     # flat (proposal, class) indices: 1-D gathers are much cheaper than [j, c] pairs
@@ -360,15 +365,19 @@ def score_video(
     def pick(t: torch.Tensor) -> torch.Tensor:
         return t.reshape(-1).index_select(0, flat)
 
+    lc = terms.Lc.index_select(0, j)
+    l_oic = pick(terms.L_oic).to(dtype)
+    L = pick(terms.L) if terms.L is not None else combine_loss(l_oic[:, None], lc, alpha)[:, 0]
+    picked = CoherenceTerms(L_oic=l_oic[:, None], Lc=lc, L=L[:, None])
     return ScoredProposals(
         segments=torch.stack([sub.start.index_select(0, j), sub.end.index_select(0, j)], 1),
-        scores=pick(scores),
+        scores=-objective_from_terms(picked, score_terms)[:, 0],
         labels=classes.index_select(0, c),
         anchor=sub.anchor.index_select(0, j),
         position=sub.position.index_select(0, j),
-        L=pick(terms.L),
-        L_oic=pick(terms.L_oic),
-        Lc=terms.Lc.index_select(0, j),
+        L=L,
+        L_oic=l_oic,
+        Lc=lc,
         loss=loss,
         kept=pick(kept) if kept is not None else None,
         n_kept=int(kept.sum()) if kept is not None else 0,
