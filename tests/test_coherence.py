@@ -259,3 +259,23 @@ def test_weighted_rows_sparse_path_equals_a_direct_sum(n, s, r, k, seed):
     if n:
         out.sum().backward()
         torch.testing.assert_close(wg.grad, table[rows].sum(-1))
+
+
+@pytest.mark.parametrize("lc_method", ["gram", "direct"])
+def test_training_after_inference_mode_scoring(lc_method):
+    # localize scores under torch.inference_mode; a later training step in the same process
+    # (e.g. `acn ablate`, the benchmarks) must not meet an inference tensor cached by it
+    g = torch.Generator().manual_seed(5)
+    T, N = 60, 30
+    f = torch.rand(T, 8, generator=g, dtype=torch.float64)
+    scp = torch.rand(3, T, generator=g, dtype=torch.float64)
+    xs = torch.rand(N, generator=g, dtype=torch.float64) * (T - 12) + 2
+    xe = xs + 1 + torch.rand(N, generator=g, dtype=torch.float64) * 8
+    Xs, Xe = (xs - 2).clamp(0, T), (xe + 2).clamp(0, T)
+    with torch.inference_mode():
+        first = proposal_terms(f, scp, Xs, xs, xe, Xe, lc_method=lc_method)
+    b = [t.clone().requires_grad_(True) for t in (Xs, xs, xe, Xe)]
+    terms = proposal_terms(f, scp, *b, lc_method=lc_method)
+    terms.L.sum().backward()
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in b)
+    torch.testing.assert_close(terms.L.detach(), first.L)

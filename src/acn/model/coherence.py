@@ -520,7 +520,7 @@ def _dots_points(pi: PrefixIntegral, pts: _Points, eps: float, block: int) -> to
     # the five dots (ss, aa, ee, sa, ea) = (q @ _Q_TO_DOTS) * inv_x * inv_y: one small GEMM
     # and two products instead of ~25 column operations
     scale = inv[:, _PAIRS_X] * inv[:, _PAIRS_Y]
-    dots = (q @ _const("q", _Q_TO_DOTS, q)) * scale
+    dots = (q @ _const(_Q_TO_DOTS, q)) * scale
     h = pi.offset_dots()
     if h is None:
         return dots
@@ -529,7 +529,7 @@ def _dots_points(pi: PrefixIntegral, pts: _Points, eps: float, block: int) -> to
     hp = hi[..., 0] + phi * (hi[..., 1] - hi[..., 0])  # <C(x_k), mu>
     hh = (hp[:, 1:] - hp[:, :3]) * inv  # (N, 3) <centred region mean, mu>
     # + <R_x, mu> + <R_y, mu> + |mu|^2 for each pair (x, y)
-    return torch.addmm(dots, hh, _const("h", _H_TO_DOTS, hh)) + mu @ mu
+    return torch.addmm(dots, hh, _const(_H_TO_DOTS, hh)) + mu @ mu
 
 
 # Rows: the 9 point pairs of ``_pairs`` (0,0) (1,1) (2,2) (3,3) (0,1) (1,2) (2,3) (0,2) (1,3);
@@ -540,15 +540,13 @@ _Q_TO_DOTS = [[1, 0, 0, 0, 0], [1, 1, 0, -1, 0], [0, 1, 1, 0, -1], [0, 0, 1, 0, 
               [0, 0, 0, 0, -1]]
 # region r's <mean, mu> enters the dots (x, y) of _PAIRS_X/_PAIRS_Y once per occurrence
 _H_TO_DOTS = [[2, 0, 0, 1, 0], [0, 2, 0, 1, 1], [0, 0, 2, 0, 1]]
-_CONSTS: dict = {}
 
 
-def _const(name: str, rows: list, like: torch.Tensor) -> torch.Tensor:
-    """``rows`` as a tensor of ``like``'s dtype and device, made once per (name, dtype, device)."""
-    key = (name, like.dtype, like.device)
-    if key not in _CONSTS:
-        _CONSTS[key] = torch.tensor(rows, dtype=like.dtype, device=like.device)
-    return _CONSTS[key]
+def _const(rows: list, like: torch.Tensor) -> torch.Tensor:
+    """``rows`` as a tensor of ``like``'s dtype and device. Made anew on every call: one
+    cached from a call under ``torch.inference_mode`` would be an inference tensor, which a
+    later training step cannot save for backward."""
+    return torch.tensor(rows, dtype=like.dtype, device=like.device)
 
 
 def _dots_gram_any(pi: PrefixIntegral, pts: _Points, eps: float, block: int) -> torch.Tensor:
