@@ -43,6 +43,34 @@ def test_fit_localize_evaluate_finds_planted_actions(tiny, trained):
     assert res.map[0.3] > 0.3, res.format_table()
 
 
+def _same_detections(a, b):
+    assert a.keys() == b.keys()
+    for vid in a:
+        assert [r[2] for r in a[vid]] == [r[2] for r in b[vid]], vid
+        got = [x for r in a[vid] for x in (r[0], r[1], r[3])]
+        assert got == pytest.approx([x for r in b[vid] for x in (r[0], r[1], r[3])], abs=1e-6)
+
+
+def test_localize_reuses_its_padding_buffers_safely(tiny, trained):
+    # the padded batches live in buffers kept on the model between calls: a later call with
+    # other (shorter) videos, a repeat, and two concurrent calls must all see only their own
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = trained[0]
+    ids = sorted(v.id for v in tiny.subset("test"))
+    first = model.localize(tiny, ids, ["fused"], progress=False)["fused"]
+    assert model._pad_buffers and all(b for b in model._pad_buffers.values())
+    few = ids[:2]
+    short = model.localize(tiny, few, ["fused"], progress=False)["fused"]
+    _same_detections(short, {v: first[v] for v in few})
+    _same_detections(model.localize(tiny, ids, ["fused"], progress=False)["fused"], first)
+    with ThreadPoolExecutor(2) as ex:
+        both = list(ex.map(lambda _: model.localize(tiny, ids, ["fused"], progress=False),
+                           range(2)))
+    for d in both:
+        _same_detections(d["fused"], first)
+
+
 def test_fused_keeps_every_flow_detection(tiny, trained):
     # the paper's fusion (Sec. 3.4): every Flow proposal survives
     import copy

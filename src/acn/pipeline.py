@@ -126,6 +126,9 @@ class ACN:
         self.log: dict = {}
         self.last_outputs: dict[str, dict[str, bt.BaseOutputs]] = {}
         self._outputs_of: Dataset | None = None
+        # one padding buffer per stream, kept between localize calls (up to
+        # localize.batch_snippets x D floats each): a fresh one page-faults in every call
+        self._pad_buffers: dict[str, list[np.ndarray]] = {}
 
     # ------------------------------------------------------------------ training
     def fit(self, ds: Dataset, run: Path, progress: bool = True, resume: bool = False,
@@ -356,9 +359,9 @@ class ACN:
         dev = inference_device(loc["device"])
         share_lc = "joint" in want and ("rgb" in want or "flow" in want)
         # one padding buffer per stream, reused by every batch (a batch's features are not
-        # referenced once its proposals are scored)
-        buffers: dict[str, list[np.ndarray]] = {s: [] for s in run}
-        with torch.inference_mode(), self._models_on(dev, run):
+        # referenced once its proposals are scored) and by later calls
+        with torch.inference_mode(), self._models_on(dev, run), \
+                self._padding_buffers(run) as buffers:
             for batch in tqdm(batches, desc="localize", disable=not progress, leave=False):
                 # not copied: pad_batch copies them into its buffer
                 pairs = [ds.features(v, self.feature_dim, copy=False) for v in batch]
@@ -410,6 +413,17 @@ class ACN:
                                             if loc["joint_candidates"] == "all" else None),
                             lc_cache=lc_cache, lc_keys=["rgb", "flow"])
         return props, kept
+
+    @contextlib.contextmanager
+    def _padding_buffers(self, streams: Iterable[str]):
+        """``{stream: buffer}`` for ``pad_batch``, kept on this object between calls; taken
+        out of it while in use, so that a concurrent call on the same object pads into its
+        own buffers instead of overwriting a batch in use."""
+        buffers = {s: self._pad_buffers.pop(s, []) for s in streams}
+        try:
+            yield buffers
+        finally:
+            self._pad_buffers.update(buffers)
 
     @contextlib.contextmanager
     def _models_on(self, dev: torch.device, streams: Iterable[str]):
