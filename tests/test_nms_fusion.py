@@ -69,11 +69,21 @@ def test_iou_matches_reference_symmetric_bounded(d1, d2):
 
 
 # ---------------------------------------------------------------------------------- NMS
+@pytest.mark.parametrize("matrix_max", [1024, 0])  # IoU-matrix walk; row-per-kept loop
 @SETTINGS
-@given(detections(), st.sampled_from([0.0, 0.3, 0.4, 0.7]))
-def test_greedy_nms_matches_bruteforce(det, thr):
+@given(det=detections(), thr=st.sampled_from([0.0, 0.3, 0.4, 0.7]))
+def test_greedy_nms_matches_bruteforce(matrix_max, det, thr):
+    import acn.localize.nms as nms_module
+
     seg, scores, labels = det
-    keep = nms(seg, scores, labels, iou_threshold=thr)
+    old = nms_module._MATRIX_NMS_MAX
+    nms_module._MATRIX_NMS_MAX = matrix_max
+    try:
+        keep = nms(seg, scores, labels, iou_threshold=thr)
+        limited = nms(seg, scores, labels, iou_threshold=thr, max_dets=2)
+    finally:
+        nms_module._MATRIX_NMS_MAX = old
+    assert limited.tolist() == keep[:2].tolist()
     assert isinstance(keep, np.ndarray) and keep.dtype == np.int64
     assert keep.tolist() == ref.greedy_nms_bruteforce(seg, scores, labels, thr)
     # no kept pair of the same class overlaps above the threshold

@@ -96,21 +96,53 @@ def _greedy(seg, sc, lab, iou_threshold: float, topk, max_dets) -> torch.Tensor:
     length = np.maximum(e - s, 0)
     kept: list[np.ndarray] = []
     for label in np.unique(lb):
-        alive = np.flatnonzero(lb == label)  # candidate positions, score order
+        idx = np.flatnonzero(lb == label)  # candidate positions, score order
+        if idx.size <= _MATRIX_NMS_MAX:
+            kept.append(idx[_greedy_matrix(s[idx], e[idx], length[idx], iou_threshold, limit)])
+            continue
+        alive = idx
         got: list[int] = []
         while alive.size and len(got) < limit:
             i = int(alive[0])
             got.append(i)
             rest = alive[1:]
-            inter = np.maximum(np.minimum(e[i], e[rest]) - np.maximum(s[i], s[rest]), 0)
-            union = length[i] + length[rest] - inter
-            valid = (length[i] > 0) & (length[rest] > 0) & (union > 0)
-            iou = np.where(valid, inter / np.where(valid, union, 1), 0)
             # suppress strictly above the threshold (same label by construction)
-            alive = rest[~(iou > iou_threshold)]
+            alive = rest[~(_iou_row(s[i], e[i], length[i], s[rest], e[rest], length[rest])
+                           > iou_threshold)]
         kept.append(np.asarray(got, dtype=np.int64))
     pos = np.sort(np.concatenate(kept))[:limit]
     return cand[torch.from_numpy(pos).to(cand.device)]
+
+
+# Labels with at most this many candidates are suppressed from one IoU matrix (8 MB of
+# float64 at the limit); more fall back to one row of IoUs per kept detection.
+_MATRIX_NMS_MAX = 1024
+
+
+def _iou_row(s0, e0, l0, s, e, length):
+    """IoU of segment(s) (s0, e0) of length l0 with (s, e), broadcast; 0 where a segment or
+    the union is empty."""
+    inter = np.maximum(np.minimum(e0, e) - np.maximum(s0, s), 0)
+    union = l0 + length - inter
+    valid = (l0 > 0) & (length > 0) & (union > 0)
+    return np.where(valid, inter / np.where(valid, union, 1), 0)
+
+
+def _greedy_matrix(s, e, length, iou_threshold: float, limit: int) -> np.ndarray:
+    """Greedy NMS of one label's (n,) candidates in score order, from the (n, n) IoU matrix
+    (the same IoU arithmetic as ``_iou_row``): a walk over the candidates that ORs in the
+    suppressions of each one kept. Returns the kept positions (at most ``limit``)."""
+    sup = _iou_row(s[:, None], e[:, None], length[:, None], s, e, length) > iou_threshold
+    removed = np.zeros(len(s), dtype=bool)
+    got: list[int] = []
+    for k in range(len(s)):
+        if removed[k]:
+            continue
+        got.append(k)
+        if len(got) >= limit:
+            break
+        removed |= sup[k]
+    return np.asarray(got, dtype=np.int64)
 
 
 def _soft(seg, sc, lab, method: str, iou_threshold: float, sigma: float, topk, max_dets,
