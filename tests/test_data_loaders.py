@@ -450,3 +450,30 @@ def test_check_streams_copy_false_keeps_float32_memory_maps(tmp_path):
     assert r2.flags.writeable and not np.shares_memory(r2, mm)
     np.testing.assert_array_equal(rgb, r2)
     np.testing.assert_array_equal(flow, f2)
+
+
+def test_validated_videos_are_not_scanned_twice(monkeypatch):
+    # validate() scans every value once; features() of a video validated at the same width
+    # skips the scan (localize reads each video again right after validating it), any other
+    # read scans
+    import acn.data.features as F
+    from conftest import tiny_dataset
+
+    ann, feats = tiny_dataset(n_train=2, n_test=1)
+    ds = F.Dataset(ann, F.MemoryStore(feats))
+    vid = sorted(ds.annotations.videos)[0]
+    dim = ds.features(vid)[0].shape[1]
+    scans = []
+    real = F.check_streams
+    monkeypatch.setattr(F, "check_streams", lambda *a, **k: scans.append(k["scan"]) or real(*a, **k))
+    ds.features(vid, dim)
+    ds.validate([vid], dim)
+    ds.features(vid, dim)
+    ds.features(vid, None)
+    assert scans == [True, True, False, True]
+    rgb, flow = ds.store.features[vid]
+    bad = flow.copy()
+    bad[0, 0] = np.nan
+    ds.store.features["other"] = (rgb, bad)
+    with pytest.raises(AcnError, match="NaN or Inf"):
+        ds.features("other", dim)  # never validated: scanned

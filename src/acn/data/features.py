@@ -53,14 +53,15 @@ def load_npy(path: Path, mmap: bool = True) -> np.ndarray:
 
 
 def check_streams(rgb: np.ndarray, flow: np.ndarray, where: str,
-                  expected_dim: int | None = None, copy: bool = True
+                  expected_dim: int | None = None, copy: bool = True, scan: bool = True
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Validate a video's two streams and return them as float32 arrays: copies in RAM, or
     with ``copy=False`` the arrays themselves where they are float32 already (a memory map
     stays one, read-only: for callers that copy the data on anyway, e.g. into a padded batch).
 
     Raises :class:`AcnError` naming ``where`` for: wrong rank, zero snippets, different T of
-    RGB and Flow, different widths, a width other than ``expected_dim``, NaN or Inf values.
+    RGB and Flow, different widths, a width other than ``expected_dim``, NaN or Inf values
+    (the values are scanned only with ``scan``: callers that scanned them already skip it).
     """
     for name, a in (("RGB", rgb), ("Flow", flow)):
         if a.ndim != 2:
@@ -79,7 +80,7 @@ def check_streams(rgb: np.ndarray, flow: np.ndarray, where: str,
         # a copy in RAM unless asked not to: a memory map is read-only
         a = np.array(a, dtype=np.float32) if copy else np.asarray(a, dtype=np.float32)
         # NaN propagates through max and min, +-Inf is one of them: two reads, no temporary
-        if not (np.isfinite(a.max()) and np.isfinite(a.min())):
+        if scan and not (np.isfinite(a.max()) and np.isfinite(a.min())):
             bad = np.argwhere(~np.isfinite(a))[0]
             raise AcnError(f"{where}: {name} features contain NaN or Inf (first at snippet "
                            f"{bad[0]}, column {bad[1]})")
@@ -157,7 +158,8 @@ class Dataset:
                  copy: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Validated ``(rgb, flow)`` float32 arrays of shape ``(T, D)`` for one video: copies
         in RAM, or with ``copy=False`` the stored arrays where they are float32 (memory maps
-        stay memory maps, read-only; see ``check_streams``)."""
+        stay memory maps, read-only; see ``check_streams``). A video that ``validate``
+        checked at this ``expected_dim`` is not scanned for NaN/Inf again."""
         if not self.store.has(video_id):
             what = self.store.describe(video_id)
             paths = getattr(self.store, "paths", None)
@@ -166,7 +168,9 @@ class Dataset:
                 what = " and ".join(gone) or what
             raise AcnError(f"{what}: feature file missing for listed video {video_id!r}")
         rgb, flow = self.store.load(video_id)
-        return check_streams(rgb, flow, self.store.describe(video_id), expected_dim, copy)
+        scanned = expected_dim is not None and self._checked.get(video_id) == expected_dim
+        return check_streams(rgb, flow, self.store.describe(video_id), expected_dim, copy,
+                             scan=not scanned)
 
     def validate(self, video_ids, expected_dim: int | None = None) -> int:
         """Read and check the features of every video in ``video_ids`` now, one at a time.
@@ -180,7 +184,7 @@ class Dataset:
         for vid in video_ids:
             if dim is not None and self._checked.get(vid) == dim:
                 continue
-            rgb, _ = self.features(vid, dim)
+            rgb, _ = self.features(vid, dim, copy=False)  # checked, not kept: no copy
             dim = int(rgb.shape[1])
             self._checked[vid] = dim
         return int(dim) if dim is not None else self.feature_dim()
