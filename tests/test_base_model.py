@@ -111,6 +111,11 @@ def test_topk_mean_matches_direct_computation():
         for c in range(2):
             vals = sorted(logits[b, c, : lengths[b]].tolist(), reverse=True)[: k[b]]
             assert got[b, c].item() == pytest.approx(sum(vals) / len(vals), abs=1e-5)
+    low = topk_mean(logits, mask, k, largest=False)
+    for b in range(3):
+        for c in range(2):
+            vals = sorted(logits[b, c, : lengths[b]].tolist())[: k[b]]
+            assert low[b, c].item() == pytest.approx(sum(vals) / len(vals), abs=1e-5)
 
 
 # -- masking ---------------------------------------------------------------------------------
