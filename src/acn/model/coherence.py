@@ -105,7 +105,8 @@ class PrefixIntegral:
         if self._cum is None:
             v = self.values
             # one extra row holds the offset: ``table()`` is then a view, not a copy
-            buf = torch.zeros(self.T + 2, v.shape[1], dtype=torch.float64, device=v.device)
+            buf = torch.empty(self.T + 2, v.shape[1], dtype=torch.float64, device=v.device)
+            buf[0] = 0  # every other row is written below
             cum = buf[: self.T + 1]
             cum[1:] = v
             if self.center:
