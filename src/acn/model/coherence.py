@@ -433,12 +433,13 @@ def oic_loss(scp: PrefixIntegral | torch.Tensor, outer_start: torch.Tensor, star
 def _weighted_rows(rows: torch.Tensor, w: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """``out[n] = sum_s w[n, s] table[rows[n, s]]``: rows, w (N, S), table (R, K) -> (N, K).
 
-    Without gradients: one sparse (N, R) CSR matrix with S entries per row (repeated rows
-    are summed) times the table, ~4x faster on CPU than ``embedding_bag`` with per-sample
-    weights (measured: 12k proposals x 8 rows x 20 classes, 0.25 vs 1.0 ms). With gradients:
-    ``embedding_bag`` (the CSR backward rejects repeated columns in a row)."""
+    On the CPU without gradients: one sparse (N, R) CSR matrix with S entries per row
+    (repeated rows are summed) times the table, ~4x faster than ``embedding_bag`` with
+    per-sample weights (measured: 12k proposals x 8 rows x 20 classes, 0.25 vs 1.0 ms).
+    Otherwise ``embedding_bag``: the CSR backward rejects repeated columns in a row, and
+    GPU sparse libraries do not promise to sum them."""
     n, k = rows.shape
-    if w.requires_grad or table.requires_grad:
+    if w.requires_grad or table.requires_grad or table.device.type != "cpu":
         return torch.nn.functional.embedding_bag(rows, table, per_sample_weights=w, mode="sum")
     if n == 0:
         return table.new_zeros(0, table.shape[1])
