@@ -372,3 +372,14 @@ def test_localize_device_option(tiny, tiny_folder, trained, tmp_path, capsys):
                      "--device", "cuda"]) == 2
         assert "no CUDA device is visible" in capsys.readouterr().err
         assert not out.exists()
+
+
+def test_padding_buffers_are_not_pickled(tiny, trained):
+    import copy
+    import pickle
+
+    model = trained[0]
+    model.localize(tiny, [v.id for v in tiny.subset("test")][:2], ["fused"], progress=False)
+    assert model._pad_buffers
+    assert pickle.loads(pickle.dumps(model))._pad_buffers == {}
+    assert copy.copy(model)._pad_buffers == {}

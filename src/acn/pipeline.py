@@ -130,6 +130,10 @@ class ACN:
         # localize.batch_snippets x D floats each): a fresh one page-faults in every call
         self._pad_buffers: dict[str, list[np.ndarray]] = {}
 
+    def __getstate__(self) -> dict:
+        # the padding buffers are scratch memory (hundreds of MB): never pickled or copied
+        return {**self.__dict__, "_pad_buffers": {}}
+
     # ------------------------------------------------------------------ training
     def fit(self, ds: Dataset, run: Path, progress: bool = True, resume: bool = False,
             stage: str = "all", base_from: Path | None = None) -> dict:
