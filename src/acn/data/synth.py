@@ -63,6 +63,20 @@ Non-action motion and noise
     (correlation ~0.7 per snippet); ``channel_noise=0.5``, ``channel_corr=0.5``: per-channel
     noise, correlated between neighbouring snippets. ``bias=-0.1``: mean channel bias
     (sets sparsity: ~half the values are 0). ``latent_dim=64``: ``K``.
+Output scale and sign (applied last, per stream; at the defaults nothing is computed, so the
+features are exactly those of the model above)
+  * ``rgb_gain=1.0``, ``flow_gain=1.0`` (> 0): multiply the stream's features (real feature
+    sets differ in scale, and one stream can be much larger than the other).
+  * ``rgb_offset=0.0``, ``flow_offset=0.0`` (any sign): added to the stream's features.
+  * ``signed=0.0`` (0 or 1): 1 = no ReLU and no channel bias ``b``, i.e. ``(h @ W + e) * s``:
+    roughly zero-mean signed features like CLIP embeddings or pre-activation pooled features
+    (``bias`` then has no effect).
+
+Family (:mod:`acn.data.synth_family`): ``thumos14`` and ``activitynet12`` each have numbered
+members, knob settings and widths that differ the way real features differ (I3D-like,
+CLIP-like signed small-scale, weak or 40x Flow, offsets, scene-dominated RGB, ...); pass
+``member=K`` (``acn synth --member K``). Choose defaults on the ``selection`` members (mean and
+worst case); report the ``heldout`` members only at the end.
 
 Calibration (default preset, D=1024, test subset, THUMOS14 protocol): a top-k MIL linear
 snippet classifier (k = T/8, 30 epochs) with multi-threshold CAS segments scored by
@@ -70,9 +84,10 @@ outer-inner contrast reaches mAP@0.5 of about 23 (RGB), 31 (Flow) and 32 (averag
 CAS), 20-37 over seeds, and video classification mAP 78-90; real I3D W-TALC-style baselines
 sit in the same range. No knob was set to favour a particular method.
 
-Determinism: the same ``(preset, videos, dim, seed)`` gives byte-identical features. Which
-classes share venues and families and which are RGB-weak is fixed by the class list; class,
-venue and projection vectors come from the seed; each video's draws from the seed and its id.
+Determinism: the same ``(preset, videos, dim, seed)`` and knobs (or member) give
+byte-identical features. Which classes share venues and families and which are RGB-weak is
+fixed by the class list; class, venue and projection vectors come from the seed; each video's
+draws from the seed and its id.
 """
 
 from __future__ import annotations
@@ -85,6 +100,8 @@ import numpy as np
 
 from acn.data.annotations import Annotations
 from acn.data.features import Dataset, MemoryStore
+from acn.data.synth_family import Member, member_knobs
+from acn.data.synth_family import member as family_member
 from acn.data.synth_features import Knobs, World, knob_defaults, make_world, video_features
 from acn.data.synth_timelines import num_snippets, sampled, subsample, thumos14_real
 from acn.errors import AcnError
@@ -101,13 +118,15 @@ WTALC_NAMES = {"thumos14": "Thumos14reduced", "thumos14-sampled": "Thumos14reduc
 @dataclass
 class SynthData:
     """A synthetic dataset: annotations (seconds) and ``{video: (rgb, flow)}``, each ``(T, D)``
-    float32 on the 16-frame / 25 fps snippet grid."""
+    float32 on the 16-frame / 25 fps snippet grid; ``member`` is the family member it is, if
+    any (:mod:`acn.data.synth_family`)."""
 
     annotations: Annotations
     features: Mapping[str, tuple[np.ndarray, np.ndarray]]
     preset: str
     dim: int
     seed: int
+    member: Member | None = None
 
 
 class LazyFeatures(Mapping[str, tuple[np.ndarray, np.ndarray]]):
@@ -148,30 +167,48 @@ def synth_annotations(preset: str = "thumos14", videos: int | None = None,
     return sampled(preset, seed, videos)
 
 
-def _lazy(preset: str, videos: int | None, dim: int, seed: int, knobs: Knobs) -> SynthData:
+def _lazy(preset: str, videos: int | None, dim: int | None, seed: int, knobs: Knobs | None,
+          member: int | None) -> SynthData:
+    fam: Member | None = None
+    if member is not None:
+        if preset not in PRESETS:
+            _check(preset, videos, 1, seed)  # "unknown preset" before "no family"
+        if knobs is not None:
+            raise AcnError("pass either knobs or a family member, not both (a member brings "
+                           "its own knobs)")
+        fam = family_member(preset, member)
+        knobs = member_knobs(fam)
+        dim = fam.dim if dim is None else dim
+    dim = 1024 if dim is None else dim
     _check(preset, videos, dim, seed)
     ann = synth_annotations(preset, videos, seed)
-    world = make_world(ann.classes, int(dim), int(seed), knobs)
-    return SynthData(ann, LazyFeatures(world, ann), preset, int(dim), int(seed))
+    # the annotation name stays the preset's, so loaders and protocol choice treat a member
+    # like its preset
+    world = make_world(ann.classes, int(dim), int(seed), knobs or Knobs())
+    return SynthData(ann, LazyFeatures(world, ann), preset, int(dim), int(seed), fam)
 
 
-def synthesize(preset: str = "thumos14", videos: int | None = None, dim: int = 1024,
-               seed: int = 0, knobs: Knobs | None = None) -> SynthData:
+def synthesize(preset: str = "thumos14", videos: int | None = None, dim: int | None = None,
+               seed: int = 0, knobs: Knobs | None = None, *,
+               member: int | None = None) -> SynthData:
     """Generate a synthetic dataset in memory.
 
     Args:
         preset: one of :data:`PRESETS`.
         videos: total number of videos (split over the two subsets like the real dataset,
             at least one each); ``None`` for the preset's full size.
-        dim: per-stream feature width ``D``.
+        dim: per-stream feature width ``D``; ``None`` = the member's width, else 1024.
         seed: non-negative; equal arguments give byte-identical features.
-        knobs: difficulty knobs (defaults in the module docstring).
+        knobs: difficulty knobs (defaults in the module docstring); not with ``member``.
+        member: index of a family member of ``preset`` (:mod:`acn.data.synth_family`), whose
+            knobs and width to use.
 
     Returns:
         :class:`SynthData` whose ``features`` is a dict ``{video: (rgb, flow)}``, each
-        ``(T, D)`` float32 >= 0 with ``T = max(1, round(duration * 25 / 16))`` snippets.
+        ``(T, D)`` float32 with ``T = max(1, round(duration * 25 / 16))`` snippets (>= 0
+        unless the knobs make them signed or offset them below 0).
     """
-    data = _lazy(preset, videos, dim, seed, knobs or Knobs())
+    data = _lazy(preset, videos, dim, seed, knobs, member)
     data.features = {vid: data.features[vid] for vid in data.features}
     return data
 
@@ -181,18 +218,20 @@ def to_dataset(synth: SynthData) -> Dataset:
     return Dataset(synth.annotations, MemoryStore(dict(synth.features)))
 
 
-def write_synth(out: Path, preset: str = "thumos14", videos: int | None = None, dim: int = 1024,
-                seed: int = 0, format: str = "canonical", knobs: Knobs | None = None) -> SynthData:
+def write_synth(out: Path, preset: str = "thumos14", videos: int | None = None,
+                dim: int | None = None, seed: int = 0, format: str = "canonical",
+                knobs: Knobs | None = None, *, member: int | None = None) -> SynthData:
     """Generate a preset and write it to ``out`` in the canonical or the W-TALC layout.
 
     Canonical: ``out/index.json`` + ``out/features/{video}_{rgb,flow}.npy`` (written one video
     at a time, so memory stays small). W-TALC: ``out/<Name>-Annotations/`` and
     ``out/<Name>-I3D-JOINTFeatures.npy`` with ``<Name>`` from :data:`WTALC_NAMES` (held in
-    memory whole, as the format is one file). Returns the data (features generated lazily).
+    memory whole, as the format is one file). ``dim``, ``knobs`` and ``member`` as in
+    :func:`synthesize`. Returns the data (features generated lazily).
     """
     if format not in FORMATS:
         raise AcnError(f"unknown output format {format!r}; choose one of {', '.join(FORMATS)}")
-    data = _lazy(preset, videos, dim, seed, knobs or Knobs())
+    data = _lazy(preset, videos, dim, seed, knobs, member)
     if format == "canonical":
         from acn.data.canonical import save_canonical
 
@@ -206,11 +245,14 @@ def write_synth(out: Path, preset: str = "thumos14", videos: int | None = None, 
 
 
 def summary(data: SynthData) -> str:
-    """One line: videos per subset, T statistics (snippets), classes, width, seed."""
+    """One line: preset (and member), videos per subset, T statistics (snippets), classes,
+    width, seed."""
     ann = data.annotations
     T = np.array([num_snippets(v.duration, v.fps, v.frames_per_snippet) for v in ann])
     subsets = ", ".join(f"{s} {len(ann.subset(s))}" for s in (ann.train_subset, ann.test_subset))
-    return (f"{data.preset}: {len(ann)} videos ({subsets}), T min/median/max "
+    m = data.member
+    name = data.preset if m is None else f"{data.preset} member {m.index} ({m.role}: {m.note})"
+    return (f"{name}: {len(ann)} videos ({subsets}), T min/median/max "
             f"{T.min()}/{int(np.median(T))}/{T.max()} snippets, {len(ann.classes)} classes, "
             f"D={data.dim} per stream, seed {data.seed}")
 

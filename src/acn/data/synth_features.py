@@ -2,7 +2,9 @@
 
 Each snippet's features are ``relu(h @ W + b + e) * s``: ``h`` a ``K``-dim latent mixture of
 scene, camera, cut, action and noise components (below), ``W`` a random ``(K, D)`` projection
-per stream, ``b``/``s`` per-channel bias and scale, ``e`` temporally correlated channel noise.
+per stream, ``b``/``s`` per-channel bias and scale, ``e`` temporally correlated channel noise;
+then ``g * x + o`` with a per-stream gain ``g`` and offset ``o`` (``signed`` features skip
+``b`` and the ReLU).
 Global parameters (class, venue, camera vectors; projections) come from the seed alone; each
 video's draws come from ``(seed, crc32(video id))``, so a video's features do not depend on
 which other videos are generated.
@@ -22,6 +24,8 @@ from acn.data.annotations import Video
 from acn.errors import AcnError
 
 STREAMS = ("rgb", "flow")
+# knobs that may be negative (the others are levels, probabilities, lengths or gains)
+SIGNED_KNOBS = ("bias", "rgb_offset", "flow_offset")
 
 
 @dataclass(frozen=True)
@@ -71,13 +75,19 @@ class Knobs:
     channel_noise: float = 0.5
     channel_corr: float = 0.5
     bias: float = -0.1
+    # output scale and sign, per stream (real feature sets differ in all three)
+    rgb_gain: float = 1.0
+    flow_gain: float = 1.0
+    rgb_offset: float = 0.0
+    flow_offset: float = 0.0
+    signed: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
                 raise AcnError(f"synthetic knob {f.name}={v!r}: not a finite number")
-            if f.name != "bias" and v < 0:
+            if f.name not in SIGNED_KNOBS and v < 0:
                 raise AcnError(f"synthetic knob {f.name}={v!r}: must not be negative")
         if not isinstance(self.latent_dim, int) or self.latent_dim < 1:
             raise AcnError(f"synthetic knob latent_dim={self.latent_dim!r}: must be a positive "
@@ -90,9 +100,12 @@ class Knobs:
             if not 0 < getattr(self, name) <= 0.5:
                 raise AcnError(f"synthetic knob {name}={getattr(self, name)!r}: must lie in "
                                "(0, 0.5]")
-        for name in ("shot_median_s", "distractor_every_s"):
+        for name in ("shot_median_s", "distractor_every_s", "rgb_gain", "flow_gain"):
             if getattr(self, name) <= 0:
                 raise AcnError(f"synthetic knob {name}={getattr(self, name)!r}: must be positive")
+        if self.signed not in (0, 1):
+            raise AcnError(f"synthetic knob signed={self.signed!r}: must be 0 (ReLU features) "
+                           "or 1 (signed features)")
 
 
 def knob_defaults() -> dict[str, float | int]:
@@ -275,7 +288,8 @@ def single_thread() -> Iterator[None]:
 
 
 def video_features(world: World, video: Video, T: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(rgb, flow)``, each ``(T, D)`` float32 >= 0, for one video laid on its segments."""
+    """``(rgb, flow)``, each ``(T, D)`` float32, for one video laid on its segments; >= 0
+    unless the knobs ``signed`` or a negative ``*_offset`` say otherwise."""
     with single_thread():
         return _video_features(world, video, T)
 
@@ -372,7 +386,10 @@ def _video_features(world: World, video: Video, T: int) -> tuple[np.ndarray, np.
         h += k.latent_noise * _smooth_noise(rng, T, K, k.noise_decay)
         h /= w.norm
         z = _mm(h.astype(np.float32), w.proj)
-        z += w.bias
+        if not k.signed:
+            # signed features go without the bias (the same as subtracting it again before
+            # scaling, but exact): roughly zero-mean per channel, like pre-activation features
+            z += w.bias
         # channel noise: uniform (5x cheaper to draw than normal), unit variance, MA(1) in time
         e = rng.random((T + 1, world.dim), dtype=np.float32)
         e -= np.float32(0.5)
@@ -381,7 +398,15 @@ def _video_features(world: World, video: Video, T: int) -> tuple[np.ndarray, np.
         z += e[1:]
         e[:-1] *= np.float32(c)
         z += e[:-1]
-        np.maximum(z, 0.0, out=z)
+        if not k.signed:
+            np.maximum(z, 0.0, out=z)
         z *= w.scale
+        # scale and offset of the whole stream; skipped at the defaults so that default
+        # features stay byte-identical to those made before these knobs existed
+        gain, offset = getattr(k, f"{s}_gain"), getattr(k, f"{s}_offset")
+        if gain != 1.0:
+            z *= np.float32(gain)
+        if offset != 0.0:
+            z += np.float32(offset)
         out.append(z)
     return out[0], out[1]
