@@ -177,7 +177,7 @@ class Setup:
         from acn.config import resolve
         from acn.data.synth import synthesize, to_dataset
         from acn.model.regression import RegressionNets
-        from acn.pipeline import ACN, STREAMS, StreamModel, _save_checkpoint
+        from acn.pipeline import ACN, STREAMS, StreamModel, _save_checkpoint, input_statistics
 
         self.videos = 40 if args.quick else None
         self.dim = 256 if args.quick else 1024
@@ -197,9 +197,12 @@ class Setup:
         acn = self.cfg["acn"]
         for si, s in enumerate(STREAMS):
             torch.manual_seed(1000 + si)
-            nets = RegressionNets(self.dim, list(acn["anchors"]), filters=acn["filters"],
-                                  zero_init=False).eval()  # random offsets, like trained nets
             sm = self.model.models[s]
+            stats = input_statistics(sm.base)  # standardised input, as trained nets have
+            nets = RegressionNets(self.dim, list(acn["anchors"]), filters=acn["filters"],
+                                  zero_init=False, input_norm=stats is not None).eval()
+            if stats is not None:  # random offsets, like trained nets
+                nets.set_input_statistics(*stats)
             self.model.models[s] = StreamModel(sm.base, nets, sm.attention_threshold)
             _save_checkpoint(self.run / "checkpoints" / f"{s}_regression.pt",
                              {"state_dict": nets.state_dict(), "kwargs": nets.kwargs(),

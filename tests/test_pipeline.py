@@ -200,7 +200,8 @@ def test_packaged_base_defaults_match_the_library():
     from acn.base_training import DEFAULT_BASE_CONFIG
     from acn.config import defaults
 
-    base = {k: v for k, v in defaults()["base"].items() if k != "attention_percentile"}
+    base = {k: v for k, v in defaults()["base"].items()
+            if k not in ("attention_percentile", "per_stream")}
     assert base == DEFAULT_BASE_CONFIG
 
 

@@ -101,7 +101,9 @@ def test_batch_localize_matches_acn_localize_and_is_idempotent(tiny_run, tmp_pat
     for vid in ids:
         assert len(got[vid]) == len(ref[vid])
         for g, r in zip(got[vid], ref[vid]):
-            assert g[2] == r[2] and np.allclose(g[:2], r[:2]) and g[3] == pytest.approx(r[3])
+            # batches of other videos change float32 GEMM blocking: scores agree to ~1e-5
+            assert g[2] == r[2] and np.allclose(g[:2], r[:2])
+            assert g[3] == pytest.approx(r[3], rel=1e-4, abs=1e-6)
     rec = json.loads(detections_path(out, ids[0]).read_text())
     assert set(rec["streams"]) == {"rgb", "flow", "fused"} and rec["fps"] == 25.0
     summary = json.loads((out / "batch-localize.json").read_text())

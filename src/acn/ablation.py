@@ -9,17 +9,15 @@ of every figure.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from pathlib import Path
 
-import numpy as np
 
 from acn.data.features import Dataset
 from acn.fileio import ensure_dir, write_json, write_text
 from acn.pipeline import ACN
+from acn.selection import HELDOUT, carve_ids, carved_dataset
 
 ALPHAS = (0.4, 0.5, 0.6, 0.7, 0.8)
-HELDOUT = "heldout"
 SCORINGS = (("coherence", "-Lc"), ("oic", "-L_OIC"), ("both", "-L"))
 
 
@@ -42,13 +40,8 @@ def carve_validation(ds: Dataset, fraction: float, seed: int) -> Dataset:
     form a ``heldout`` subset that becomes the test subset: model selection never reads the
     real test split."""
     ann = ds.annotations
-    train = [v.id for v in ann.subset(ann.train_subset)]
-    n = max(1, int(round(fraction * len(train))))
-    pick = set(np.random.default_rng([seed, 0x5E1]).choice(train, n, replace=False).tolist())
-    videos = {k: (dataclasses.replace(v, subset=HELDOUT) if k in pick else v)
-              for k, v in ann.videos.items()}
-    new = dataclasses.replace(ann, videos=videos, test_subset=HELDOUT)
-    return dataclasses.replace(ds, annotations=new)
+    _, val = carve_ids([v.id for v in ann.subset(ann.train_subset)], fraction, seed)
+    return carved_dataset(ds, val)
 
 
 def run_ablation(ds: Dataset, cfg: dict, out: Path, protocol: str | None = None,

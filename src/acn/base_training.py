@@ -26,6 +26,7 @@ from acn.data.features import Dataset
 from acn.errors import AcnError
 from acn.fileio import atomic_path, ensure_dir
 from acn.model.base import BaseModel, video_loss
+from acn.model.normalize import feature_statistics
 
 STREAMS = ("rgb", "flow")
 
@@ -141,10 +142,15 @@ def resolve_base_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def build_model(cfg: dict[str, Any], feature_dim: int, num_classes: int) -> BaseModel:
-    """A fresh :class:`BaseModel` for a resolved config."""
-    return BaseModel(feature_dim=feature_dim, num_classes=num_classes,
-                     **{k: cfg[k] for k in _MODEL_KEYS})
+def build_model(cfg: dict[str, Any], feature_dim: int, num_classes: int,
+                input_stats: tuple[np.ndarray, np.ndarray] | None = None) -> BaseModel:
+    """A fresh :class:`BaseModel` for a resolved config; with ``input_stats`` (``(D,)`` mean
+    and std of the training videos) it standardises its input with them."""
+    model = BaseModel(feature_dim=feature_dim, num_classes=num_classes,
+                      input_norm=input_stats is not None, **{k: cfg[k] for k in _MODEL_KEYS})
+    if input_stats is not None:
+        model.set_input_statistics(*input_stats)
+    return model
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -187,6 +193,15 @@ def label_matrix(ds: Dataset, ids: Sequence[str]) -> np.ndarray:
         for lab in ds.video(vid).labels:
             y[i, ds.annotations.class_index(lab, where=f"labels of video {vid!r}")] = 1.0
     return y
+
+
+def stream_statistics(ds: Dataset, video_ids: Iterable[str | Video], stream: str
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension ``(D,)`` mean and std of one stream over every snippet of ``video_ids``
+    (pass TRAINING videos only; see :mod:`acn.model.normalize`)."""
+    col = _check_stream(stream)
+    dim = ds.feature_dim()
+    return feature_statistics(ds.features(v, dim, copy=False)[col] for v in _ids(video_ids))
 
 
 class _StreamReader:
@@ -257,7 +272,9 @@ def _epoch_batches(lengths: np.ndarray, batch_size: int, bucket: int,
 # -- training --------------------------------------------------------------------------------
 def train_base(ds: Dataset, video_ids: Iterable[str | Video], stream: str,
                cfg: dict[str, Any] | None, seed: int, progress: bool = True,
-               device: str | torch.device = "cpu") -> tuple[BaseModel, dict[str, Any]]:
+               device: str | torch.device = "cpu",
+               input_stats: tuple[np.ndarray, np.ndarray] | None = None
+               ) -> tuple[BaseModel, dict[str, Any]]:
     """Train a base model for one stream from video-level labels.
 
     Args:
@@ -268,6 +285,8 @@ def train_base(ds: Dataset, video_ids: Iterable[str | Video], stream: str,
         seed: seeds the weights, dropout, crops and batch order (deterministic on CPU).
         progress: show a tqdm bar over epochs.
         device: torch device.
+        input_stats: ``(mean, std)``, each ``(D,)``, of the stream on the training videos
+            (:func:`stream_statistics`): the model standardises its input with them.
 
     Returns:
         ``(model, info)``: the trained model in eval mode; ``info`` holds the resolved
@@ -302,7 +321,7 @@ def train_base(ds: Dataset, video_ids: Iterable[str | Video], stream: str,
     # RNG state is left as it was.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_model(cfg, dim, len(ds.classes)).to(device)
+        model = build_model(cfg, dim, len(ds.classes), input_stats).to(device)
         dist.broadcast_parameters(model)
         if dist.rank() > 0:  # own dropout masks per rank (rank 0 keeps the single-process stream)
             torch.manual_seed(seed + 7919 * dist.rank())

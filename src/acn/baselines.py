@@ -234,3 +234,33 @@ def cas_detections(outputs: Mapping[str, Any], source: Annotations | Dataset,
         out[vid] = [(float(a), float(b), classes[int(c)], float(sc))
                     for (a, b), c, sc in zip(sec, labels, scores) if b > a]
     return out
+
+
+def whole_video_detections(outputs: Mapping[str, Any], source: Annotations | Dataset,
+                           class_threshold: float = 0.1, top_classes: int = 1
+                           ) -> dict[str, list[Detection]]:
+    """The trivial baseline of DESIGN.md: the whole video as one detection of each predicted
+    class (video score >= ``class_threshold``, else the ``top_classes`` best), scored by the
+    video score. Strong where actions fill most of each video (ActivityNet).
+
+    Returns ``{video_id: [(0.0, duration_s, label, score), ...]}`` sorted by score; the
+    duration is the annotated one, or the snippet count times the snippet length without it.
+    """
+    classes = source.classes
+    videos = source.annotations.videos if isinstance(source, Dataset) else source.videos
+    out: dict[str, list[Detection]] = {}
+    for vid, o in outputs.items():
+        if vid not in videos:
+            raise AcnError(f"whole_video_detections: video {vid!r} is not in the annotations")
+        v = videos[vid]
+        vs = np.asarray(o.video_scores, dtype=np.float64)
+        if vs.shape != (len(classes),):
+            raise AcnError(f"whole_video_detections: video {vid!r} has {vs.shape} video scores "
+                           f"but the dataset has {len(classes)} classes")
+        pick = np.flatnonzero(vs >= class_threshold)
+        if pick.size == 0 and top_classes > 0:
+            pick = np.argsort(-vs, kind="stable")[:top_classes]
+        end = v.duration if v.duration > 0 else np.shape(o.scp)[1] * v.frames_per_snippet / v.fps
+        pick = pick[np.argsort(-vs[pick], kind="stable")]
+        out[vid] = [(0.0, float(end), classes[int(c)], float(vs[c])) for c in pick]
+    return out

@@ -122,15 +122,28 @@ def run_train(args: argparse.Namespace) -> int:
     if not dist.is_main():
         dist.cleanup()
         return 0
+    sel = log.get("selection", {})
     for stream in ("rgb", "flow"):
         b = log.get(f"{stream}_base", {})
         r = log.get(f"{stream}_regression", {})
         line = f"{stream}: base model train classification mAP {100 * b.get('train_classification_map', float('nan')):.1f}"
+        st = sel.get("streams", {}).get(stream)
+        if st:
+            line += (f", carved-validation {100 * st['validation_map']:.1f} "
+                     f"({len(st['tried'])} recipe(s) tried, chosen {st['chosen'] or 'default'})")
+        if b and not b.get("learned", True):
+            line += " -- DID NOT LEARN (see the warning above)"
         if r.get("history"):
             h = r["history"][-1]
             line += (f"; regression loss {h['loss']:.4f}, mean |offset|/P "
                      f"{h['mean_abs_offset_over_P']:.3f}")
         print(line)
+    chosen = [f"fusion RGB weight {model.rgb_weight():g}"
+              + (f" ({sel['rgb_weight']['criterion']} on {sel['validation_videos']} carved "
+                 "training videos)" if sel.get("rgb_weight") else "")]
+    if log.get("anchors"):
+        chosen.append(f"anchors {log['anchors']['chosen']} (from the training CAS)")
+    print("chosen for this data: " + "; ".join(chosen) + f" -> {run / 'config.yaml'}")
     test = cfg["data"]["test_subset"] or ds.annotations.test_subset
     if test != (cfg["data"]["train_subset"] or ds.annotations.train_subset):
         cm = test_classification_map(model, ds, test)

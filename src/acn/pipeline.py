@@ -38,6 +38,7 @@ from acn.localize.segments import cas_candidates, regress_segments, score_segmen
 from acn.model.coherence import PrefixIntegral, feature_integral
 from acn.model.regression import RegressionNets
 from acn.regression_training import train_regression
+from acn import selection
 
 STREAMS = ("rgb", "flow")
 STREAM_INDEX = {"rgb": 0, "flow": 1}
@@ -88,11 +89,23 @@ def inference_device(name: str) -> torch.device:
     return dev
 
 
-def mean_outputs(outputs: dict[str, dict[str, bt.BaseOutputs]], vid: str) -> bt.BaseOutputs:
-    """The mean of both streams' base outputs for one video (early fusion of the CAS)."""
+def mean_outputs(outputs: dict[str, dict[str, bt.BaseOutputs]], vid: str,
+                 rgb_weight: float = 0.5) -> bt.BaseOutputs:
+    """The weighted mean ``w * rgb + (1 - w) * flow`` of both streams' base outputs for one
+    video (early fusion of the CAS; ``w`` = ``localize.rgb_weight``)."""
+    w = float(rgb_weight)
     r, f = outputs["rgb"][vid], outputs["flow"][vid]
-    return bt.BaseOutputs(scp=(r.scp + f.scp) / 2, attention=(r.attention + f.attention) / 2,
-                          video_scores=(r.video_scores + f.video_scores) / 2)
+    return bt.BaseOutputs(scp=w * r.scp + (1 - w) * f.scp,
+                          attention=w * r.attention + (1 - w) * f.attention,
+                          video_scores=w * r.video_scores + (1 - w) * f.video_scores)
+
+
+def input_statistics(module: torch.nn.Module) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(mean, std)`` a model standardises its input with, or None (no ``norm``)."""
+    norm = getattr(module, "norm", None)
+    if norm is None:
+        return None
+    return norm.mean.cpu().numpy().copy(), (1.0 / norm.inv_std).cpu().numpy()
 
 
 def _save_checkpoint(path: Path, obj: dict) -> None:
@@ -168,24 +181,41 @@ class ACN:
         self.log = read_json(log_path) if (resume and log_path.is_file()) else {}
         self.log.update({"train_subset": train_subset, "train_videos": len(ids),
                          "classes": len(self.classes), "feature_dim": self.feature_dim, "seed": seed})
-        base_cfg = {k: v for k, v in cfg["base"].items() if k != "attention_percentile"}
+        base_cfg = {k: v for k, v in cfg["base"].items()
+                    if k not in ("attention_percentile", "per_stream")}
         labels = {v.id: [ds.annotations.class_index(lab, f"video {v.id}") for lab in v.labels]
                   for v in train_videos}
+        src = Path(base_from) if base_from is not None else (run if resume else None)
+        have_base = src is not None and all(
+            (src / "checkpoints" / f"{s}_base.pt").is_file() for s in STREAMS)
+        stats: dict[str, tuple[np.ndarray, np.ndarray] | None] = {s: None for s in STREAMS}
+        if not have_base:
+            if cfg["data"]["standardize"]:
+                stats = {s: bt.stream_statistics(ds, ids, s) for s in STREAMS}
+            if self._selection_pending():
+                self._select(ds, ids, base_cfg, stats, progress)
+                if main:  # the chosen values are the run's config from now on
+                    write_text(run / "config.yaml", dump(cfg))
+                    write_json(log_path, self.log)
         all_outputs: dict[str, dict[str, bt.BaseOutputs]] = {}
         for si, stream in enumerate(STREAMS):
             t0 = time.perf_counter()
             base_path = ckdir / f"{stream}_base.pt"
-            src = Path(base_from) if base_from is not None else (run if resume else None)
-            if src is not None and (src / "checkpoints" / f"{stream}_base.pt").is_file():
+            if have_base:
                 model, meta = bt.load_base_checkpoint(src / "checkpoints" / f"{stream}_base.pt")
                 self._check_compatible(meta, base_path)
+                for sec, key in (("localize", "rgb_weight"), ("base", "per_stream")):
+                    if cfg[sec][key] is None:  # what that run chose with these base models
+                        cfg[sec][key] = meta.get("config", {}).get(sec, {}).get(key)
                 outputs = bt.load_outputs(src / "base_outputs" / stream, ids)
                 threshold = float(meta["attention_threshold"])
                 if src != run and main:
                     bt.save_base_checkpoint(base_path, model, {**meta, "config": cfg})
             else:
-                model, info = bt.train_base(ds, ids, stream, base_cfg, seed=seed + si,
-                                            progress=progress, device=dist.train_device())
+                recipe = {**base_cfg, **self._stream_recipe(stream)}
+                model, info = bt.train_base(ds, ids, stream, recipe, seed=seed + si,
+                                            progress=progress, device=dist.train_device(),
+                                            input_stats=stats[stream])
                 model.cpu()
                 # every rank predicts every training video: ~1% of training's cost, and the
                 # regression stage (sharded per batch) needs any video's outputs on any rank
@@ -197,14 +227,29 @@ class ACN:
                     bt.save_base_checkpoint(base_path, model, {
                         "config": cfg, "classes": self.classes, "stream": stream,
                         "feature_dim": self.feature_dim, "attention_threshold": threshold})
+                ok = selection.learned(cls_map, cfg["select"]["min_train_map"])
                 self.log[f"{stream}_base"] = {
                     "seconds": round(time.perf_counter() - t0, 2),
-                    "train_classification_map": cls_map, "attention_threshold": threshold,
+                    "train_classification_map": cls_map, "learned": ok,
+                    "attention_threshold": threshold, "recipe": self._stream_recipe(stream),
                     "losses": info.get("losses"), "processes": dist.world_size()}
+                if not ok:
+                    sel = self.log.get("selection", {}).get("streams", {}).get(stream, {})
+                    msg = selection.not_learned_message(
+                        stream, cls_map, sel.get("validation_map"), info.get("losses"),
+                        len(sel.get("tried", [])) or 1)
+                    self.log[f"{stream}_base"]["warning"] = msg
+                    if main:
+                        warnings.warn(msg, stacklevel=2)
                 if main:
                     write_json(log_path, self.log)
             self.models[stream] = StreamModel(model, None, threshold)  # type: ignore[arg-type]
             all_outputs[stream] = outputs
+        if cfg["acn"]["anchors"] is None:  # anchor sizes from the data (acn.selection)
+            self._choose_anchors(ds, ids, all_outputs, labels)
+            if main:
+                write_text(run / "config.yaml", dump(cfg))
+                write_json(log_path, self.log)
         if stage == "base":
             dist.barrier()
             return self.log
@@ -218,6 +263,88 @@ class ACN:
                 write_json(log_path, self.log)
         dist.barrier()  # rank 0's files are complete before any rank goes on
         return self.log
+
+    # ------------------------------------------------------------------ selection
+    def _stream_recipe(self, stream: str) -> dict:
+        """``base.per_stream[stream]``: the base-recipe overrides chosen for this stream."""
+        per = self.cfg["base"]["per_stream"] or {}
+        if not isinstance(per, dict) or not all(isinstance(per.get(s, {}), dict) for s in STREAMS):
+            raise AcnError(f"base.per_stream must map rgb/flow to recipe overrides, got {per!r}")
+        return dict(per.get(stream) or {})
+
+    def _selection_pending(self) -> bool:
+        """Whether something is left to choose on carved training videos."""
+        cfg = self.cfg
+        return cfg["select"]["validation_fraction"] > 0 and (
+            cfg["base"]["per_stream"] is None or cfg["localize"]["rgb_weight"] is None)
+
+    def _select(self, ds: Dataset, ids: list[str], base_cfg: dict,
+                stats: dict[str, tuple[np.ndarray, np.ndarray] | None], progress: bool) -> None:
+        """Choose each stream's base recipe and the fusion's RGB weight on a split carved from
+        the training videos (:mod:`acn.selection`); write them into ``self.cfg``."""
+        cfg, sel = self.cfg, self.cfg["select"]
+        seed = int(cfg["seed"])
+        fit_ids, val_ids = selection.carve_ids(ids, sel["validation_fraction"], seed)
+        t0 = time.perf_counter()
+        log: dict = {"fit_videos": len(fit_ids), "validation_videos": len(val_ids), "streams": {}}
+        val_outputs, val_maps, chosen = {}, {}, {}
+        for si, stream in enumerate(STREAMS):
+            fixed = cfg["base"]["per_stream"]
+            candidates = ([self._stream_recipe(stream)] if fixed is not None
+                          else [{}, *sel["fallback_recipes"]])
+            tried, best = [], None
+            for over in candidates:
+                t1 = time.perf_counter()
+                model, info = bt.train_base(ds, fit_ids, stream, {**base_cfg, **over},
+                                            seed=seed + si, progress=progress,
+                                            device=dist.train_device(),
+                                            input_stats=stats[stream])
+                model.cpu()
+                fit_map = bt.classification_map(bt.predict_base(model, ds, fit_ids, stream),
+                                                ds, fit_ids)
+                val_out = bt.predict_base(model, ds, val_ids, stream)
+                val_map = bt.classification_map(val_out, ds, val_ids)
+                tried.append({"recipe": over, "train_map": fit_map, "validation_map": val_map,
+                              "losses": info["losses"],
+                              "seconds": round(time.perf_counter() - t1, 2)})
+                if best is None or val_map > best[1]:
+                    best = (over, val_map, val_out)
+                if selection.learned(fit_map, sel["min_train_map"]):
+                    break  # this recipe learned: no further search
+            chosen[stream], val_maps[stream], val_outputs[stream] = best
+            log["streams"][stream] = {"tried": tried, "chosen": best[0],
+                                      "validation_map": best[1]}
+        if cfg["base"]["per_stream"] is None:
+            cfg["base"]["per_stream"] = chosen
+        if cfg["localize"]["rgb_weight"] is None:
+            w, table, how = selection.choose_rgb_weight(ds, val_ids, val_outputs["rgb"],
+                                                        val_outputs["flow"], sel["rgb_weights"],
+                                                        val_maps)
+            cfg["localize"]["rgb_weight"] = w
+            log["rgb_weight"] = {"chosen": w, "criterion": how, "scores": table}
+        log["seconds"] = round(time.perf_counter() - t0, 2)
+        self.log["selection"] = log
+
+    def _choose_anchors(self, ds: Dataset, ids: list[str],
+                        outputs: dict[str, dict[str, bt.BaseOutputs]],
+                        labels: dict[str, list[int]]) -> None:
+        """``acn.anchors`` from the lengths of the CAS segments (the fusion's weighted mean
+        SCP, labelled classes, the config's levels) of the training videos."""
+        acn = self.cfg["acn"]
+        w = self.rgb_weight()
+        lengths = []
+        for v in ids:
+            if not labels.get(v):
+                continue
+            scp = mean_outputs(outputs, v, w).scp[sorted(labels[v])]
+            _, st, en = cas_candidates(scp, acn["cas_thresholds"], acn["cas_min_length"])
+            lengths.append(en - st)
+        found = np.concatenate(lengths) if lengths else np.zeros(0)
+        acn["anchors"] = selection.data_anchors(found)
+        self.log["anchors"] = {
+            "chosen": acn["anchors"], "cas_segments": int(found.size),
+            "cas_length_percentiles_10_50_90": (np.percentile(found, [10, 50, 90]).tolist()
+                                                if found.size else None)}
 
     def _fit_regression(self, ds, ids, stream, si, outputs, labels, ckdir, resume, progress):
         cfg = self.cfg
@@ -249,7 +376,9 @@ class ACN:
         nets, history = train_regression(
             feats, ids, outputs, labels, self.feature_dim, cfg["acn"], cfg["train"],
             seed=int(cfg["seed"]) + 10 + si, progress=progress, desc=f"{stream} regression",
-            checkpoint=checkpoint, resume=state)
+            checkpoint=checkpoint, resume=state,
+            input_stats=(input_statistics(self.models[stream].base)
+                         if cfg["data"]["standardize"] else None))
         if dist.is_main():
             _save_checkpoint(final, {"state_dict": nets.state_dict(), "kwargs": nets.kwargs(),
                                      "config": cfg, "classes": self.classes, "stream": stream,
@@ -289,8 +418,11 @@ class ACN:
                 raise AcnError(f"{base_path}: checkpoint not found (train with `acn train`)")
             model, meta = bt.load_base_checkpoint(base_path)
             if self is None:
-                # keys added since the run was trained take today's defaults
-                self = cls(merge(defaults(), meta["config"], str(base_path)))
+                # keys added since the run was trained take today's defaults; the regression
+                # checkpoint's config is the final one (anchors chosen after the base models)
+                reg_cfg = _load_checkpoint(run / "checkpoints" / f"{stream}_regression.pt")
+                self = cls(merge(defaults(), reg_cfg.get("config") or meta["config"],
+                                 str(base_path)))
                 self.classes = list(meta["classes"])
                 self.feature_dim = int(meta["feature_dim"])
             else:
@@ -321,10 +453,20 @@ class ACN:
         of both streams' (``acn.scp_source = mean``); attention stays the stream's own."""
         if self.cfg["acn"]["scp_source"] == "stream":
             return outputs[stream]
-        return {v: bt.BaseOutputs(scp=mean_outputs(outputs, v).scp,
+        w = self.rgb_weight()
+        return {v: bt.BaseOutputs(scp=mean_outputs(outputs, v, w).scp,
                                   attention=o.attention,
-                                  video_scores=mean_outputs(outputs, v).video_scores)
+                                  video_scores=mean_outputs(outputs, v, w).video_scores)
                 for v, o in outputs[stream].items()}
+
+    def rgb_weight(self) -> float:
+        """``localize.rgb_weight`` (RGB's share of the joint fusion, Flow's is ``1 - w``);
+        None (not chosen, e.g. selection switched off) is 0.5."""
+        w = self.cfg["localize"]["rgb_weight"]
+        w = 0.5 if w is None else w
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= w <= 1.0:
+            raise AcnError(f"localize.rgb_weight must be a number in [0, 1] or null, got {w!r}")
+        return float(w)
 
     def propose(self, ds: Dataset, ids: list[str], want: Iterable[str],
                 progress: bool = False, keep_outputs: bool = False,
@@ -406,16 +548,17 @@ class ACN:
                                 self.models[s].attention_threshold,
                                 lc_cache=lc_cache, lc_keys=[s])
                     if "joint" in want:
-                        regs_j = {a: (None if r is None else (r + r_i["flow"][a]) / 2)
+                        w = self.rgb_weight()
+                        regs_j = {a: (None if r is None else w * r + (1 - w) * r_i["flow"][a])
                                   for a, r in r_i["rgb"].items()}
                         props["joint"][vid] = self._score_one(
                             [x["rgb"][i, :T], x["flow"][i, :T]],
-                            mean_outputs(base, vid), regs_j,
-                            (self.models["rgb"].attention_threshold
-                             + self.models["flow"].attention_threshold) / 2,
+                            mean_outputs(base, vid, w), regs_j,
+                            w * self.models["rgb"].attention_threshold
+                            + (1 - w) * self.models["flow"].attention_threshold,
                             candidate_scps=([outs["rgb"][i].scp, outs["flow"][i].scp]
                                             if loc["joint_candidates"] == "all" else None),
-                            lc_cache=lc_cache, lc_keys=["rgb", "flow"])
+                            lc_cache=lc_cache, lc_keys=["rgb", "flow"], group_weights=[w, 1 - w])
         return props, kept
 
     @contextlib.contextmanager
@@ -461,7 +604,8 @@ class ACN:
                    regs: dict[int, torch.Tensor], attention_threshold: float,
                    candidate_scps: list[np.ndarray] | None = None,
                    lc_cache: dict[str, PrefixIntegral] | None = None,
-                   lc_keys: list[str] | None = None) -> StreamProposals:
+                   lc_keys: list[str] | None = None,
+                   group_weights: list[float] | None = None) -> StreamProposals:
         """Score one video's proposals. ``feats``: ``(T, D)``, or a list of per-stream ``(T, D_k)``
         (joint fusion): then Lc is the mean of the streams' Lc (each stream's cosines count
         equally whatever its feature scale) for CAS segments, and the cosine of the
@@ -470,7 +614,9 @@ class ACN:
         ``lc_cache``/``lc_keys``: the Lc prefix tables of each entry of ``feats`` are looked up
         in (or added to) ``lc_cache`` under these keys, so that scoring one video for a stream
         and again for the joint fusion builds each stream's tables once; without it each
-        stream's tables are freed as soon as they are used (one stream's at a time)."""
+        stream's tables are freed as soon as they are used (one stream's at a time).
+        ``group_weights``: the weight of each entry of ``feats`` in the mean Lc (default equal;
+        a stream of weight 0 is not scored at all)."""
         acn, loc = self.cfg["acn"], self.cfg["localize"]
         groups = feats if isinstance(feats, list) else [feats]
         T = groups[0].shape[0]
@@ -517,12 +663,15 @@ class ACN:
             s2, e2 = regress_segments(torch.from_numpy(st), torch.from_numpy(en), T, regressions)
             # -L is linear in Lc, so the mean of per-stream scores on one SCP is -L with the
             # streams' mean Lc
-            per_stream = []
+            gw = group_weights or [1.0 / len(groups)] * len(groups)
+            sc = None
             for j in range(len(groups)):  # one stream's Lc tables in memory at a time
-                per_stream.append(score_segments(integral(j), scp, lab, s2, e2, acn["inflation"],
-                                                 acn["alpha"], acn["score_terms"]))
+                if gw[j] == 0:
+                    continue
+                part = gw[j] * score_segments(integral(j), scp, lab, s2, e2, acn["inflation"],
+                                              acn["alpha"], acn["score_terms"])
+                sc = part if sc is None else sc + part
                 release(j)
-            sc = torch.stack(per_stream).mean(0)
             parts.append((torch.stack([s2, e2], 1), sc, lab))
         if not parts or sum(len(p[1]) for p in parts) == 0:
             return StreamProposals(np.zeros((0, 2)), np.zeros(0), np.zeros(0, dtype=np.int64))
@@ -607,7 +756,7 @@ class ACN:
             return self.base_outputs(ds, ids, s)
         if stream == "both":
             both = {s: outs(s) for s in STREAMS}
-            outputs = {v: mean_outputs(both, v) for v in ids}
+            outputs = {v: mean_outputs(both, v, self.rgb_weight()) for v in ids}
         else:
             outputs = outs(stream)
         return cas_detections(outputs, ds, cfg)

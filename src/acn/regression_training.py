@@ -69,6 +69,7 @@ def train_regression(
     desc: str = "regression",
     checkpoint: Callable[[int, RegressionNets, torch.optim.Optimizer, list], None] | None = None,
     resume: dict | None = None,
+    input_stats: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[RegressionNets, list[dict]]:
     """Train one stream's regression networks.
 
@@ -81,13 +82,17 @@ def train_regression(
         checkpoint: called after each epoch with (epoch, nets, optimizer, history).
         resume: a state from :func:`acn.pipeline` (``nets``, ``optimizer``, ``epoch``,
             ``history``) to continue from.
+        input_stats: ``(mean, std)``, each ``(D,)``, of this stream on the training videos:
+            the nets standardise their input with them (:mod:`acn.model.normalize`).
     Returns:
         (nets, history): history holds per-epoch mean loss, proposals kept and the mean
         |offset| / P of the kept proposals (how far regression moved the boundaries).
     """
     torch.manual_seed(seed)
     nets = RegressionNets(in_dim, list(acn_cfg["anchors"]), filters=acn_cfg["filters"],
-                          zero_init=acn_cfg["zero_init"])
+                          zero_init=acn_cfg["zero_init"], input_norm=input_stats is not None)
+    if input_stats is not None:
+        nets.set_input_statistics(*input_stats)
     dist.broadcast_parameters(nets)
     opt = make_optimizer(nets, train_cfg)
     history: list[dict] = []

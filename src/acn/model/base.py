@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from acn.errors import AcnError
+from acn.model.normalize import InputNorm
 
 HEADS = ("untrimmednet", "topk_mil")
 SCP_ACTIVATIONS = ("softmax", "sigmoid")
@@ -148,13 +149,17 @@ class BaseModel(nn.Module):
         pool: UntrimmedNet pooling, ``"probs"`` (pool snippet probabilities; the video logits
             are their log) or ``"logits"`` (pool snippet logits, then softmax).
         background: add a background class trained on non-selected snippets.
+        input_norm: standardise the input per dimension with statistics of the training
+            videos (:class:`~acn.model.normalize.InputNorm`, set by ``set_input_statistics``;
+            stored as buffers). False for checkpoints made before it existed.
     """
 
     def __init__(self, feature_dim: int, num_classes: int, hidden: int = 256,
                  kernel_size: int = 1, dropout: float = 0.5, input_dropout: float = 0.0,
                  head: str = "untrimmednet",
                  k_divisor: float = 8.0, scp: str = "softmax", attention: str = "branch",
-                 pool: str = "probs", background: bool = False) -> None:
+                 pool: str = "probs", background: bool = False,
+                 input_norm: bool = False) -> None:
         super().__init__()
         if head not in HEADS:
             raise AcnError(f"base model: unknown head {head!r}; choose one of {list(HEADS)}")
@@ -184,6 +189,9 @@ class BaseModel(nn.Module):
             "hidden": int(hidden), "kernel_size": int(kernel_size), "dropout": float(dropout),
             "input_dropout": float(input_dropout), "head": head, "k_divisor": float(k_divisor),
             "scp": scp, "attention": attention, "pool": pool, "background": bool(background)}
+        if input_norm:  # only then: older checkpoints' kwargs and state dicts stay loadable
+            self.kwargs["input_norm"] = True
+        self.norm = InputNorm(feature_dim) if input_norm else None
         self.num_classes = num_classes
         self.head = head
         self.k_divisor = float(k_divisor)
@@ -213,6 +221,12 @@ class BaseModel(nn.Module):
             nn.init.zeros_(self.selector.weight)
             nn.init.zeros_(self.selector.bias)
 
+    def set_input_statistics(self, mean, std) -> None:
+        """Per-dimension ``(D,)`` mean and std of the training videos (needs input_norm)."""
+        if self.norm is None:
+            raise AcnError("base model: built without input_norm; it takes no statistics")
+        self.norm.set_statistics(mean, std)
+
     def forward(self, features: torch.Tensor, mask: torch.Tensor,
                 zero_padded: bool = False) -> BaseForward:
         """Run a padded batch.
@@ -231,7 +245,10 @@ class BaseModel(nn.Module):
         # transposed copy of the wide input. Zeroing padded snippets makes them look exactly
         # like the zeros a k=3 convolution pads a video's ends with.
         m = mask[:, :, None].to(features.dtype)
-        x = self.in_drop(features if zero_padded else features * m)
+        if self.norm is not None:  # standardised, and zero again at padded positions
+            x = self.in_drop(self.norm(features, m))
+        else:
+            x = self.in_drop(features if zero_padded else features * m)
         if self.trunk is not None:
             x = self.drop(F.relu(_conv_last(self.trunk, x))) * m
         logits = _conv_last(self.classifier, x).transpose(1, 2)  # (B, C', T)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from acn.model.normalize import InputNorm
+
 
 def dilation_for(anchor: int) -> int:
     """The paper's d = P/4, floored and at least 1 (P in snippets)."""
@@ -76,18 +78,31 @@ class AnchorRegressor(nn.Module):
 class RegressionNets(nn.Module):
     """All anchors of one stream. ``forward`` returns ``{P: r (B, 2, T)}``."""
 
-    def __init__(self, in_dim: int, anchors: list[int], filters: int = 256, zero_init: bool = True):
+    def __init__(self, in_dim: int, anchors: list[int], filters: int = 256, zero_init: bool = True,
+                 input_norm: bool = False):
         super().__init__()
         if not anchors:
             raise ValueError("at least one anchor size is needed")
         self.in_dim = int(in_dim)
         self.anchors = [int(a) for a in anchors]
         self.filters = int(filters)
+        # per-dimension standardisation with the training videos' statistics (buffers; see
+        # acn.model.normalize); absent in checkpoints made before it existed
+        self.norm = InputNorm(in_dim) if input_norm else None
         self.nets = nn.ModuleDict({str(a): AnchorRegressor(in_dim, a, filters, zero_init)
                                    for a in self.anchors})
 
     def kwargs(self) -> dict:
-        return {"in_dim": self.in_dim, "anchors": list(self.anchors), "filters": self.filters}
+        kw = {"in_dim": self.in_dim, "anchors": list(self.anchors), "filters": self.filters}
+        if self.norm is not None:
+            kw["input_norm"] = True
+        return kw
+
+    def set_input_statistics(self, mean, std) -> None:
+        """Per-dimension ``(D,)`` mean and std of the training videos (needs input_norm)."""
+        if self.norm is None:
+            raise ValueError("regression nets built without input_norm take no statistics")
+        self.norm.set_statistics(mean, std)
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor | None = None,
                 zero_padded: bool = False) -> dict[int, torch.Tensor]:
@@ -103,6 +118,9 @@ class RegressionNets(nn.Module):
         if lengths is not None:
             t = torch.arange(feats.shape[1], device=feats.device)
             mask = (t[None, :] < lengths[:, None]).to(feats.dtype)
+        if self.norm is not None:  # a new tensor, zero again at padded positions
+            feats = self.norm(feats, None if mask is None else mask[:, :, None])
+            zero_padded = True
         if not torch.is_grad_enabled():
             x = feats if (mask is None or zero_padded) else feats * mask[:, :, None]
             x = x.contiguous().transpose(1, 2).unsqueeze(2)  # (B, D, 1, T), channels-last
@@ -111,7 +129,8 @@ class RegressionNets(nn.Module):
         x = feats.transpose(1, 2)
         if mask is not None:
             mask = mask[:, None, :]
-            x = x * mask
+            if not zero_padded:
+                x = x * mask
         # one contiguous (B, D, T) copy shared by all anchors: on the transposed layout every
         # anchor's first conv is ~30% slower on CPU (measured, 6 anchors, D = 1024)
         x = x.contiguous()

@@ -1,0 +1,183 @@
+"""Per-dataset choices on carved training videos: the split, the learning check, the fusion
+weight, the whole-video baseline, and a fit whose Flow stream cannot learn."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from acn import selection
+from acn.base_training import BaseOutputs
+from acn.baselines import whole_video_detections
+from acn.data.features import Dataset, MemoryStore
+from acn.errors import AcnError
+
+from conftest import FAST_SET
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 60), fraction=st.floats(0.01, 0.99), seed=st.integers(0, 1000))
+def test_carve_is_a_seeded_partition(n, fraction, seed):
+    ids = [f"v{i:03d}" for i in range(n)]
+    fit, val = selection.carve_ids(ids, fraction, seed)
+    assert sorted(fit + val) == ids and not set(fit) & set(val)
+    assert 1 <= len(val) <= n - 1
+    assert len(val) == min(n - 1, max(1, round(fraction * n)))
+    assert fit == [v for v in ids if v in set(fit)]  # order kept
+    assert selection.carve_ids(ids, fraction, seed) == (fit, val)
+
+
+def test_carve_errors():
+    with pytest.raises(AcnError, match="fraction"):
+        selection.carve_ids(["a", "b"], 0.0, 0)
+    with pytest.raises(AcnError, match="1 training video"):
+        selection.carve_ids(["a"], 0.5, 0)
+
+
+def test_learned_threshold():
+    assert selection.learned(0.95, 0.9) and not selection.learned(0.56, 0.9)
+    assert not selection.learned(float("nan"), 0.9)
+    msg = selection.not_learned_message("flow", 0.56, 0.37, [6.14, 4.8], 3)
+    assert "flow base model did not learn" in msg and "56.0" in msg and "6.14 -> 4.80" in msg
+
+
+def _planted_outputs(ds: Dataset, ids: list[str], good: bool, seed: int) -> dict:
+    """SCP that marks the ground truth exactly (good) or random noise (bad)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for v in ids:
+        video = ds.video(v)
+        T = ds.features(v)[0].shape[0]
+        C = len(ds.classes)
+        scp = rng.uniform(0, 0.2, (C, T)).astype(np.float32)
+        vs = np.full(C, 0.05, np.float32)
+        for s in video.segments:
+            c = ds.classes.index(s.label)
+            vs[c] = 0.9
+            if good:
+                a, b = int(round(s.start * 25 / 16)), int(round(s.end * 25 / 16))
+                scp[c, a:b] = 0.95
+        if not good:
+            scp = rng.uniform(0, 1, (C, T)).astype(np.float32)
+        out[v] = BaseOutputs(scp=scp, attention=np.zeros(T, np.float32), video_scores=vs)
+    return out
+
+
+@pytest.mark.parametrize("good", ["rgb", "flow"])
+def test_fusion_weight_leaves_a_useless_stream_out(tiny, good):
+    ids = [v.id for v in tiny.subset("validation")][:12]
+    rgb = _planted_outputs(tiny, ids, good == "rgb", 0)
+    flow = _planted_outputs(tiny, ids, good == "flow", 1)
+    w, scores, how = selection.choose_rgb_weight(tiny, ids, rgb, flow, [0, 0.25, 0.5, 0.75, 1])
+    # the good stream alone scores perfectly; ties go to the weight nearest 0.5
+    assert scores[f"{w:g}"] == max(scores.values()) == pytest.approx(1.0), scores
+    assert w == (0.75 if good == "rgb" else 0.25), scores
+    assert scores["0.5"] < 1.0 and scores["1" if good == "flow" else "0"] < 0.2
+    assert "average mAP" in how and set(scores) == {"0", "0.25", "0.5", "0.75", "1"}
+    # the carved copy evaluates only the carved videos; the dataset itself is unchanged
+    assert tiny.annotations.test_subset == "test"
+
+
+def test_fusion_weight_without_segments_follows_classification(tiny):
+    ids = [v.id for v in tiny.subset("validation")][:6]
+    import dataclasses
+
+    videos = {k: dataclasses.replace(v, segments=()) for k, v in tiny.annotations.videos.items()}
+    bare = dataclasses.replace(tiny, annotations=dataclasses.replace(tiny.annotations,
+                                                                     videos=videos))
+    out = _planted_outputs(tiny, ids, True, 0)
+    w, scores, how = selection.choose_rgb_weight(bare, ids, out, out, [0, 0.5, 1],
+                                                 {"rgb": 0.9, "flow": 0.1})
+    assert w == 1.0 and scores == {} and "classification" in how
+
+
+def test_whole_video_baseline(tiny):
+    ids = [v.id for v in tiny.subset("test")][:4]
+    out = _planted_outputs(tiny, ids, True, 0)
+    dets = whole_video_detections(out, tiny)
+    for v in ids:
+        truth = {s.label for s in tiny.video(v).segments}
+        assert {d[2] for d in dets[v]} == truth
+        assert all(d[0] == 0.0 and d[1] == pytest.approx(tiny.video(v).duration) for d in dets[v])
+    low = {v: BaseOutputs(o.scp, o.attention, np.full_like(o.video_scores, 0.01))
+           for v, o in out.items()}
+    assert all(len(d) == 1 for d in whole_video_detections(low, tiny).values())  # top-1 kept
+
+
+def test_fit_reports_a_stream_that_did_not_learn_and_leaves_it_out(tiny, tmp_path):
+    # Flow is noise unrelated to the labels: its base model cannot learn. The run must say so
+    # (warning naming the stream, train_log.json) and the fusion must lean on RGB.
+    from acn.config import resolve
+    from acn.pipeline import ACN
+
+    rng = np.random.default_rng(5)
+    feats = {}
+    for v in tiny.annotations.videos:
+        r, f = tiny.features(v)
+        feats[v] = (r, rng.uniform(0, 1, f.shape).astype(np.float32))
+    noisy = Dataset(tiny.annotations, MemoryStore(feats))
+    cfg = resolve(overrides=[*FAST_SET, "select.validation_fraction=0.25",
+                             "select.fallback_recipes=[{weight_decay: 0.0005}]"])
+    model = ACN(cfg)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        log = model.fit(noisy, tmp_path / "run", progress=False, stage="base")
+    msgs = [str(w.message) for w in caught]
+    assert any("flow base model did not learn" in m for m in msgs), msgs
+    assert not any("rgb base model did not learn" in m for m in msgs), msgs
+    saved = json.loads((tmp_path / "run" / "train_log.json").read_text())
+    assert saved["flow_base"]["learned"] is False and saved["rgb_base"]["learned"] is True
+    assert "did not learn" in saved["flow_base"]["warning"]
+    tried = saved["selection"]["streams"]["flow"]["tried"]
+    assert [t["recipe"] for t in tried] == [{}, {"weight_decay": 0.0005}]  # both recipes tried
+    assert len(saved["selection"]["streams"]["rgb"]["tried"]) == 1  # RGB learned at once
+    assert log["selection"]["rgb_weight"]["chosen"] >= 0.75
+    # the chosen values are the run's config
+    from acn.config import _read_yaml
+
+    written = _read_yaml((tmp_path / "run" / "config.yaml").read_text(), "config")
+    assert written["localize"]["rgb_weight"] == model.rgb_weight() >= 0.75
+    assert set(written["base"]["per_stream"]) == {"rgb", "flow"}
+
+
+@settings(max_examples=40, deadline=None)
+@given(lengths=st.lists(st.floats(1, 5000), min_size=1, max_size=200),
+       count=st.integers(1, 8), smallest_top=st.sampled_from([1, 8, 32]))
+def test_data_anchors_are_powers_of_two_covering_the_long_segments(lengths, count, smallest_top):
+    a = selection.data_anchors(lengths, count=count, min_largest=smallest_top)
+    assert a == sorted(a) and all(x & (x - 1) == 0 for x in a)  # powers of two, ascending
+    assert all(b == 2 * x for x, b in zip(a, a[1:]))  # consecutive
+    assert len(a) == min(count, int(np.log2(a[-1])) + 1)
+    q = np.quantile(lengths, 0.9)
+    assert a[-1] >= max(q, smallest_top) and (a[-1] == smallest_top or a[-1] < 2 * q)
+
+
+def test_data_anchors_thumos_and_activitynet_like():
+    rng = np.random.default_rng(0)
+    thumos = np.maximum(2, rng.lognormal(np.log(4), 0.9, 5000)).round()  # CAS lengths, snippets
+    assert selection.data_anchors(thumos) == [1, 2, 4, 8, 16, 32]
+    anet = np.maximum(2, rng.lognormal(np.log(45), 1.0, 5000)).round()
+    assert selection.data_anchors(anet) == [8, 16, 32, 64, 128, 256]
+    assert selection.data_anchors([]) == [1, 2, 4, 8, 16, 32]
+
+
+def test_anchors_chosen_from_the_data_are_the_runs_and_load_back(tiny, tmp_path):
+    from acn.config import resolve
+    from acn.pipeline import ACN
+
+    cfg = resolve(overrides=[*(s for s in FAST_SET if not s.startswith("acn.anchors")),
+                             "acn.anchors=null", "train.epochs=1"])
+    model = ACN(cfg)
+    log = model.fit(tiny, tmp_path / "run", progress=False)
+    chosen = log["anchors"]["chosen"]
+    assert chosen == model.cfg["acn"]["anchors"] and len(chosen) == 6
+    back = ACN.load(tmp_path / "run")
+    assert back.cfg["acn"]["anchors"] == chosen
+    assert back.models["flow"].nets.anchors == chosen
+    ids = [v.id for v in tiny.subset("test")][:3]
+    assert set(back.localize(tiny, ids, ["fused"], progress=False)["fused"]) == set(ids)
