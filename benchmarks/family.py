@@ -85,8 +85,9 @@ def run_one(args, k: int, seed: int) -> dict:
                         for kk in ("train_classification_map", "learned", "recipe")}
                     for s in ("rgb", "flow")},
            "selection": {kk: v for kk, v in log.get("selection", {}).items()
-                         if kk in ("rgb_weight", "seconds")},
-           "rgb_weight": model.rgb_weight(),
+                         if kk in ("scoring", "seconds")},
+           "rgb_weight": model.rgb_weight(), "alpha": model.cfg["acn"]["alpha"],
+           "anchors": model.cfg["acn"]["anchors"],
            "config_overrides": args.set, "config": args.config}
     write_json(target, out)
     return out

@@ -59,7 +59,7 @@ def tiny_folder(tmp_path_factory):
 # A config small enough for a test: few epochs, narrow nets, anchors that fit short videos.
 FAST_SET = [
     "base.epochs=25", "base.hidden=32", "base.batch_size=4", "base.dropout=0.2",
-    "acn.anchors=[2, 4, 8]", "acn.filters=16",
+    "acn.anchors=[2, 4, 8]", "acn.filters=16", "acn.alpha=0.8",
     "train.optimizer=adam", "train.lr=0.001", "train.epochs=2",
 ]
 

@@ -121,7 +121,7 @@ def test_fit_reports_a_stream_that_did_not_learn_and_leaves_it_out(tiny, tmp_pat
         r, f = tiny.features(v)
         feats[v] = (r, rng.uniform(0, 1, f.shape).astype(np.float32))
     noisy = Dataset(tiny.annotations, MemoryStore(feats))
-    cfg = resolve(overrides=[*FAST_SET, "select.validation_fraction=0.25",
+    cfg = resolve(overrides=[*FAST_SET, "acn.alpha=null", "select.validation_fraction=0.25",
                              "select.fallback_recipes=[{weight_decay: 0.0005}]"])
     model = ACN(cfg)
     with warnings.catch_warnings(record=True) as caught:
@@ -136,7 +136,9 @@ def test_fit_reports_a_stream_that_did_not_learn_and_leaves_it_out(tiny, tmp_pat
     tried = saved["selection"]["streams"]["flow"]["tried"]
     assert [t["recipe"] for t in tried] == [{}, {"weight_decay": 0.0005}]  # both recipes tried
     assert len(saved["selection"]["streams"]["rgb"]["tried"]) == 1  # RGB learned at once
-    assert log["selection"]["rgb_weight"]["chosen"] >= 0.75
+    assert log["selection"]["scoring"]["chosen"]["rgb_weight"] >= 0.75
+    assert log["selection"]["scoring"]["chosen"]["alpha"] in cfg["select"]["alphas"]
+    assert len(log["selection"]["scoring"]["scores"]) == 5 * 3  # weights x alphas
     # the chosen values are the run's config
     from acn.config import _read_yaml
 

@@ -138,9 +138,9 @@ def run_train(args: argparse.Namespace) -> int:
             line += (f"; regression loss {h['loss']:.4f}, mean |offset|/P "
                      f"{h['mean_abs_offset_over_P']:.3f}")
         print(line)
-    chosen = [f"fusion RGB weight {model.rgb_weight():g}"
-              + (f" ({sel['rgb_weight']['criterion']} on {sel['validation_videos']} carved "
-                 "training videos)" if sel.get("rgb_weight") else "")]
+    chosen = [f"fusion RGB weight {model.rgb_weight():g}, alpha {model.cfg['acn']['alpha']:g}"
+              + (f" ({sel['scoring']['criterion']} on {sel['validation_videos']} carved "
+                 "training videos)" if sel.get("scoring") else "")]
     if log.get("anchors"):
         chosen.append(f"anchors {log['anchors']['chosen']} (from the training CAS)")
     print("chosen for this data: " + "; ".join(chosen) + f" -> {run / 'config.yaml'}")

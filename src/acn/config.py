@@ -40,6 +40,16 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+# Keys whose default is null ("chosen from the data at training time") and the type a
+# value given for them must have.
+NULLABLE: dict[str, Any] = {
+    "acn.alpha": 0.0,
+    "acn.anchors": [],
+    "localize.rgb_weight": 0.0,
+    "base.per_stream": {},
+}
+
+
 def packaged_config_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("acn.configs").iterdir()
                   if p.name.endswith(".yaml"))
@@ -78,8 +88,15 @@ def _typename(v: Any) -> str:
 
 
 def _check_value(key: str, value: Any, default: Any, where: str) -> Any:
-    if default is None or value is None:
+    if value is None:
         return value
+    if default is None:
+        if key not in NULLABLE:
+            return value
+        try:
+            return _check_value(key, value, NULLABLE[key], where)
+        except AcnError as e:
+            raise AcnError(f"{e} (or null)") from None
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int):

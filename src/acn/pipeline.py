@@ -42,6 +42,8 @@ from acn import selection
 
 STREAMS = ("rgb", "flow")
 STREAM_INDEX = {"rgb": 0, "flow": 1}
+#: ``acn.alpha`` when it is null and nothing chose it (no carved split, or no segments there).
+ALPHA_FALLBACK = 0.8
 
 #: Detections of one video: (start_s, end_s, label, score) tuples.
 Detection = tuple[float, float, str, float]
@@ -186,25 +188,29 @@ class ACN:
         labels = {v.id: [ds.annotations.class_index(lab, f"video {v.id}") for lab in v.labels]
                   for v in train_videos}
         src = Path(base_from) if base_from is not None else (run if resume else None)
-        have_base = src is not None and all(
-            (src / "checkpoints" / f"{s}_base.pt").is_file() for s in STREAMS)
+        have = {s: src is not None and (src / "checkpoints" / f"{s}_base.pt").is_file()
+                for s in STREAMS}
         stats: dict[str, tuple[np.ndarray, np.ndarray] | None] = {s: None for s in STREAMS}
-        if not have_base:
+        if not all(have.values()):
             if cfg["data"]["standardize"]:
-                stats = {s: bt.stream_statistics(ds, ids, s) for s in STREAMS}
-            if self._selection_pending():
+                stats = {s: bt.stream_statistics(ds, ids, s) for s in STREAMS if not have[s]}
+            # (a resumed run's config.yaml holds what its first attempt chose)
+            if self._selection_pending() and not any(have.values()):
                 self._select(ds, ids, base_cfg, stats, progress)
-                if main:  # the chosen values are the run's config from now on
-                    write_text(run / "config.yaml", dump(cfg))
-                    write_json(log_path, self.log)
+            if not any(have.values()):
+                self._fill_unchosen()
+            if main:  # the chosen values are the run's config from now on
+                write_text(run / "config.yaml", dump(cfg))
+                write_json(log_path, self.log)
         all_outputs: dict[str, dict[str, bt.BaseOutputs]] = {}
         for si, stream in enumerate(STREAMS):
             t0 = time.perf_counter()
             base_path = ckdir / f"{stream}_base.pt"
-            if have_base:
+            if have[stream]:
                 model, meta = bt.load_base_checkpoint(src / "checkpoints" / f"{stream}_base.pt")
                 self._check_compatible(meta, base_path)
-                for sec, key in (("localize", "rgb_weight"), ("base", "per_stream")):
+                for sec, key in (("localize", "rgb_weight"), ("base", "per_stream"),
+                                 ("acn", "alpha")):
                     if cfg[sec][key] is None:  # what that run chose with these base models
                         cfg[sec][key] = meta.get("config", {}).get(sec, {}).get(key)
                 outputs = bt.load_outputs(src / "base_outputs" / stream, ids)
@@ -228,16 +234,18 @@ class ACN:
                         "config": cfg, "classes": self.classes, "stream": stream,
                         "feature_dim": self.feature_dim, "attention_threshold": threshold})
                 ok = selection.learned(cls_map, cfg["select"]["min_train_map"])
+                sel_s = self.log.get("selection", {}).get("streams", {}).get(stream, {})
                 self.log[f"{stream}_base"] = {
                     "seconds": round(time.perf_counter() - t0, 2),
                     "train_classification_map": cls_map, "learned": ok,
+                    # of the same recipe trained without the carved videos (None: no carving)
+                    "carved_validation_map": sel_s.get("validation_map"),
                     "attention_threshold": threshold, "recipe": self._stream_recipe(stream),
                     "losses": info.get("losses"), "processes": dist.world_size()}
                 if not ok:
-                    sel = self.log.get("selection", {}).get("streams", {}).get(stream, {})
                     msg = selection.not_learned_message(
-                        stream, cls_map, sel.get("validation_map"), info.get("losses"),
-                        len(sel.get("tried", [])) or 1)
+                        stream, cls_map, sel_s.get("validation_map"), info.get("losses"),
+                        len(sel_s.get("tried", [])) or 1)
                     self.log[f"{stream}_base"]["warning"] = msg
                     if main:
                         warnings.warn(msg, stacklevel=2)
@@ -245,6 +253,7 @@ class ACN:
                     write_json(log_path, self.log)
             self.models[stream] = StreamModel(model, None, threshold)  # type: ignore[arg-type]
             all_outputs[stream] = outputs
+        self._fill_unchosen()  # base models from elsewhere made before these keys existed
         if cfg["acn"]["anchors"] is None:  # anchor sizes from the data (acn.selection)
             self._choose_anchors(ds, ids, all_outputs, labels)
             if main:
@@ -272,11 +281,27 @@ class ACN:
             raise AcnError(f"base.per_stream must map rgb/flow to recipe overrides, got {per!r}")
         return dict(per.get(stream) or {})
 
+    def _fill_unchosen(self) -> None:
+        """Values left null that nothing chose (no carved split) take their fallbacks, so
+        that RUN/config.yaml says what was used."""
+        cfg = self.cfg
+        if cfg["base"]["per_stream"] is None:
+            cfg["base"]["per_stream"] = {}
+        if cfg["localize"]["rgb_weight"] is None:
+            cfg["localize"]["rgb_weight"] = 0.5
+        if cfg["acn"]["alpha"] is None:
+            cfg["acn"]["alpha"] = ALPHA_FALLBACK
+        a = cfg["acn"]["alpha"]
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0.0 <= a <= 1.0:
+            raise AcnError(f"acn.alpha must be a number in [0, 1] or null, got {a!r}")
+        self.rgb_weight()  # the same check for localize.rgb_weight
+
     def _selection_pending(self) -> bool:
         """Whether something is left to choose on carved training videos."""
         cfg = self.cfg
         return cfg["select"]["validation_fraction"] > 0 and (
-            cfg["base"]["per_stream"] is None or cfg["localize"]["rgb_weight"] is None)
+            cfg["base"]["per_stream"] is None or cfg["localize"]["rgb_weight"] is None
+            or cfg["acn"]["alpha"] is None)
 
     def _select(self, ds: Dataset, ids: list[str], base_cfg: dict,
                 stats: dict[str, tuple[np.ndarray, np.ndarray] | None], progress: bool) -> None:
@@ -316,14 +341,54 @@ class ACN:
                                       "validation_map": best[1]}
         if cfg["base"]["per_stream"] is None:
             cfg["base"]["per_stream"] = chosen
-        if cfg["localize"]["rgb_weight"] is None:
-            w, table, how = selection.choose_rgb_weight(ds, val_ids, val_outputs["rgb"],
-                                                        val_outputs["flow"], sel["rgb_weights"],
-                                                        val_maps)
-            cfg["localize"]["rgb_weight"] = w
-            log["rgb_weight"] = {"chosen": w, "criterion": how, "scores": table}
+        if cfg["localize"]["rgb_weight"] is None or cfg["acn"]["alpha"] is None:
+            if any(ds.video(v).segments for v in val_ids):
+                log["scoring"] = self._choose_scoring(ds, val_ids, val_outputs)
+            else:  # weak labels only: the weights follow classification, alpha its fallback
+                w, _, how = selection.choose_rgb_weight(
+                    ds, val_ids, val_outputs["rgb"], val_outputs["flow"], sel["rgb_weights"],
+                    val_maps)
+                if cfg["localize"]["rgb_weight"] is None:
+                    cfg["localize"]["rgb_weight"] = w
+                log["scoring"] = {"criterion": how, "chosen": {"rgb_weight": w}}
         log["seconds"] = round(time.perf_counter() - t0, 2)
         self.log["selection"] = log
+
+    def _choose_scoring(self, ds: Dataset, val_ids: list[str],
+                        val_outputs: dict[str, dict[str, bt.BaseOutputs]]) -> dict:
+        """``localize.rgb_weight`` and ``acn.alpha`` (those left null) by the average mAP of
+        ACN's own scoring (-L of the joint fusion, CAS proposals, before regression) of the
+        carved videos, over the grid ``select.rgb_weights`` x ``select.alphas``."""
+        cfg, sel = self.cfg, self.cfg["select"]
+        ws = ([cfg["localize"]["rgb_weight"]] if cfg["localize"]["rgb_weight"] is not None
+              else selection.check_weights(sel["rgb_weights"]))
+        alphas = [cfg["acn"]["alpha"]] if cfg["acn"]["alpha"] is not None else sel["alphas"]
+        grid = [(w, a) for w in ws for a in alphas]
+        dets: dict[tuple[float, float], dict] = {k: {} for k in grid}
+        saved = cfg["acn"]["alpha"]
+        try:
+            for v in val_ids:  # one video's Lc tables at a time, shared by the whole grid
+                feats = [torch.from_numpy(f) for f in ds.features(v, self.feature_dim)]
+                one = {s: {v: val_outputs[s][v]} for s in STREAMS}
+                cache: dict[str, PrefixIntegral] = {}
+                for w, a in grid:
+                    cfg["acn"]["alpha"] = a
+                    p = self._score_one(feats, mean_outputs(one, v, w), {1: None}, float("-inf"),
+                                        lc_cache=cache, lc_keys=list(STREAMS),
+                                        group_weights=[w, 1 - w])
+                    dets[(w, a)][v] = self.to_seconds(ds, v, p)
+        finally:
+            cfg["acn"]["alpha"] = saved
+        scores = {k: selection.carved_average_map(ds, val_ids, d) for k, d in dets.items()}
+        w, a = selection.best_choice(scores, (0.5, ALPHA_FALLBACK))
+        if cfg["localize"]["rgb_weight"] is None:
+            cfg["localize"]["rgb_weight"] = w
+        if cfg["acn"]["alpha"] is None:
+            cfg["acn"]["alpha"] = a
+        return {"criterion": f"average mAP over tIoU {selection.default_tious(ds)} of ACN's "
+                             "joint -L scoring of CAS proposals (no regression)",
+                "chosen": {"rgb_weight": w, "alpha": a},
+                "scores": {f"w={k[0]:g} alpha={k[1]:g}": v for k, v in scores.items()}}
 
     def _choose_anchors(self, ds: Dataset, ids: list[str],
                         outputs: dict[str, dict[str, bt.BaseOutputs]],

@@ -97,10 +97,29 @@ def weighted_outputs(rgb: Mapping, flow: Mapping, rgb_weight: float) -> dict:
     return out
 
 
+def carved_average_map(ds: Dataset, val_ids: Sequence[str], detections: Mapping) -> float:
+    """Average mAP (ActivityNet protocol, the dataset's default tIoUs) of ``detections``
+    (``{video: [(start_s, end_s, label, score)]}``) on the carved videos ``val_ids``."""
+    from acn.ablation import default_tious_for
+    from acn.evaluate import evaluate
+
+    carved = carved_dataset(ds, val_ids)
+    res = evaluate(carved.annotations, dict(detections), HELDOUT, "activitynet",
+                   tious=default_tious_for(ds))
+    return res.average
+
+
+def best_choice(scores: Mapping[tuple[float, ...], float], prefer: tuple[float, ...]
+                ) -> tuple[float, ...]:
+    """The key of the highest score; ties (to 1e-6) go to the key nearest ``prefer``."""
+    return max(scores, key=lambda k: (round(scores[k], 6),
+                                      -sum(abs(a - b) for a, b in zip(k, prefer))))
+
+
 def choose_rgb_weight(ds: Dataset, val_ids: Sequence[str], rgb: Mapping, flow: Mapping,
                       weights: Sequence[float], val_maps: Mapping[str, float] | None = None
                       ) -> tuple[float, dict[str, float], str]:
-    """The RGB weight of the joint fusion, chosen on carved training videos.
+    """The RGB weight of the joint fusion from the CAS alone, on carved training videos.
 
     Args:
         ds: the dataset (only ``val_ids``' annotations are read).
@@ -115,29 +134,35 @@ def choose_rgb_weight(ds: Dataset, val_ids: Sequence[str], rgb: Mapping, flow: M
         over the dataset's default tIoUs of CAS-threshold detections (the in-harness baseline)
         of the weighted mean SCP; ties go to the weight nearest 0.5.
     """
-    from acn.ablation import default_tious_for
     from acn.baselines import cas_detections
-    from acn.evaluate import evaluate
 
-    ws = sorted({float(w) for w in weights})
-    if not ws or any(not 0.0 <= w <= 1.0 for w in ws):
-        raise AcnError(f"select.rgb_weights must be numbers in [0, 1], got {list(weights)}")
-    has_segments = any(ds.video(v).segments for v in val_ids)
-    if not has_segments:
+    ws = check_weights(weights)
+    if not any(ds.video(v).segments for v in val_ids):
         if not val_maps:
             return 0.5, {}, "no segments on the carved videos: equal weights"
         r, f = val_maps["rgb"], val_maps["flow"]
         w = min(ws, key=lambda x: abs(x - r / max(r + f, 1e-12)))
         return w, {}, "no segments on the carved videos: weights follow classification mAP"
     carved = carved_dataset(ds, val_ids)
-    tious = default_tious_for(ds)
-    scores = {}
-    for w in ws:
-        dets = cas_detections(weighted_outputs(rgb, flow, w), carved)
-        res = evaluate(carved.annotations, dets, HELDOUT, "activitynet", tious=tious)
-        scores[f"{w:g}"] = res.average
-    best = max(ws, key=lambda w: (round(scores[f"{w:g}"], 6), -abs(w - 0.5)))
-    return best, scores, f"average mAP over tIoU {tious[0]:g}:{tious[-1]:g} of CAS detections"
+    scores = {(w,): carved_average_map(ds, val_ids, cas_detections(
+        weighted_outputs(rgb, flow, w), carved)) for w in ws}
+    best = best_choice(scores, (0.5,))[0]
+    return best, {f"{k[0]:g}": v for k, v in scores.items()}, \
+        f"average mAP over tIoU {default_tious(ds)} of CAS detections"
+
+
+def check_weights(weights: Sequence[float]) -> list[float]:
+    ws = sorted({float(w) for w in weights})
+    if not ws or any(not 0.0 <= w <= 1.0 for w in ws):
+        raise AcnError(f"select.rgb_weights must be numbers in [0, 1], got {list(weights)}")
+    return ws
+
+
+def default_tious(ds: Dataset) -> str:
+    from acn.ablation import default_tious_for
+
+    t = default_tious_for(ds)
+    return f"{t[0]:g}:{t[-1]:g}"
 
 
 def data_anchors(cas_lengths: Sequence[float] | np.ndarray, count: int = 6,
