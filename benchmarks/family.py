@@ -52,7 +52,9 @@ def dataset(out: Path, preset: str, k: int, videos: int | None, dim: int | None)
 
 
 def run_one(args, k: int, seed: int) -> dict:
-    target = args.out / "results" / f"{args.tag}_{args.preset}{k}_s{seed}.json"
+    name = (f"{args.tag}_{args.preset}{k}" + (f"_v{args.videos}" if args.videos else "")
+            + (f"_d{args.dim}" if args.dim else "") + f"_s{seed}")
+    target = args.out / "results" / f"{name}.json"
     if target.is_file():
         return json.loads(target.read_text())
     ds = dataset(args.out, args.preset, k, args.videos, args.dim)
@@ -63,7 +65,7 @@ def run_one(args, k: int, seed: int) -> dict:
     tious = default_tious_for(ds)
     t0 = time.perf_counter()
     model = ACN(cfg)
-    model.fit(ds, args.out / "runs" / f"{args.tag}_{args.preset}{k}_s{seed}", progress=False)
+    model.fit(ds, args.out / "runs" / name, progress=False)
     train_s = time.perf_counter() - t0
     dets = model.localize(ds, ids, ["fused", "flow", "rgb"], progress=False, keep_outputs=True)
     outs = model.last_outputs
@@ -79,57 +81,64 @@ def run_one(args, k: int, seed: int) -> dict:
         res[name] = {"map05": 100 * r.map[key05], "avg": 100 * r.average}
     log = model.log
     out = {"tag": args.tag, "preset": args.preset, "member": k, "seed": seed,
+           "videos": args.videos, "dim": args.dim or member(args.preset, k).dim,
            "protocol": protocol, "tious": list(tious), "train_seconds": round(train_s, 1),
            "results": res,
            "base": {s: {kk: log.get(f"{s}_base", {}).get(kk)
                         for kk in ("train_classification_map", "learned", "recipe")}
                     for s in ("rgb", "flow")},
            "selection": {kk: v for kk, v in log.get("selection", {}).items()
-                         if kk in ("scoring", "seconds")},
+                         if kk in ("scoring", "regression", "seconds")},
            "rgb_weight": model.rgb_weight(), "alpha": model.cfg["acn"]["alpha"],
+           "regression": model.cfg["acn"]["regression"],
            "anchors": model.cfg["acn"]["anchors"],
            "config_overrides": args.set, "config": args.config}
     write_json(target, out)
     return out
 
 
+def _label(r: dict) -> tuple:
+    m = member(r["preset"], r["member"])
+    dim = r.get("dim") or m.dim
+    return (r["member"], dim, f"{r['member']} ({m.role}, D={dim})")
+
+
 def table(out: Path, preset: str, tags: list[str] | None) -> str:
-    rows = [json.loads(p.read_text()) for p in sorted((out / "results").glob(f"*_{preset}*.json"))]
+    """Markdown: per member (and width), the mean over seeds of each row, mAP@0.5 / average
+    mAP; then the mean and the worst member, and ACN fused minus the best baseline."""
+    rows = [json.loads(p.read_text()) for p in sorted((out / "results").glob("*.json"))]
     rows = [r for r in rows if r["preset"] == preset and (not tags or r["tag"] in tags)]
     lines = []
     for tag in sorted({r["tag"] for r in rows}):
         mine = [r for r in rows if r["tag"] == tag]
-        members = sorted({r["member"] for r in mine})
+        keys = sorted({_label(r) for r in mine})
         lines += [f"### {tag} ({preset}; mAP@0.5 / average mAP, mean over seeds)", "",
-                  "| member | seeds | " + " | ".join(ROWS) + " | best baseline | fused - best |"
-                  " w_rgb | learned (rgb/flow) |",
-                  "|---" * (len(ROWS) + 6) + "|"]
+                  "| member | seeds | " + " | ".join(ROWS) + " | fused - best baseline |"
+                  " chosen: w_rgb, α, regression | base learned (rgb/flow) |",
+                  "|---" * (len(ROWS) + 5) + "|"]
         agg: dict[str, list] = {n: [] for n in ROWS}
         margins = []
-        for k in members:
-            rs = [r for r in mine if r["member"] == k]
+        for key in keys:
+            rs = [r for r in mine if _label(r) == key]
             mean = {n: (np.mean([r["results"][n]["map05"] for r in rs]),
                         np.mean([r["results"][n]["avg"] for r in rs])) for n in ROWS}
             for n in ROWS:
                 agg[n].append(mean[n])
-            best = max(BASELINES, key=lambda n: mean[n][0])
             m05 = mean["ACN fused"][0] - max(mean[n][0] for n in BASELINES)
             mavg = mean["ACN fused"][1] - max(mean[n][1] for n in BASELINES)
             margins.append((m05, mavg))
             learned = "/".join("".join("y" if r["base"][s]["learned"] else "n" for r in rs)
                                for s in ("rgb", "flow"))
-            ws = ",".join(f"{r['rgb_weight']:g}" for r in rs)
-            lines.append(f"| {k} | {len(rs)} | " + " | ".join(
+            chosen = "; ".join(f"{r['rgb_weight']:g}, {r.get('alpha')}, "
+                               f"{r.get('regression', '')}" for r in rs)
+            lines.append(f"| {key[2]} | {len(rs)} | " + " | ".join(
                 f"{mean[n][0]:.1f} / {mean[n][1]:.1f}" for n in ROWS)
-                + f" | {best} | {m05:+.1f} / {mavg:+.1f} | {ws} | {learned} |")
-        lines.append("| **mean** | | " + " | ".join(
-            f"{np.mean([a for a, _ in agg[n]]):.1f} / {np.mean([b for _, b in agg[n]]):.1f}"
-            for n in ROWS) + f" | | {np.mean([a for a, _ in margins]):+.1f} / "
-            f"{np.mean([b for _, b in margins]):+.1f} | | |")
-        lines.append("| **worst** | | " + " | ".join(
-            f"{min(a for a, _ in agg[n]):.1f} / {min(b for _, b in agg[n]):.1f}"
-            for n in ROWS) + f" | | {min(a for a, _ in margins):+.1f} / "
-            f"{min(b for _, b in margins):+.1f} | | |")
+                + f" | {m05:+.1f} / {mavg:+.1f} | {chosen} | {learned} |")
+        for what, f in (("mean", np.mean), ("worst", np.min)):
+            lines.append(f"| **{what}** | | " + " | ".join(
+                f"{f([a for a, _ in agg[n]]):.1f} / {f([b for _, b in agg[n]]):.1f}"
+                for n in ROWS) + f" | {f([a for a, _ in margins]):+.1f} / "
+                f"{f([b for _, b in margins]):+.1f} | | |")
         lines.append("")
     return "\n".join(lines)
 

@@ -139,6 +139,11 @@ def test_fit_reports_a_stream_that_did_not_learn_and_leaves_it_out(tiny, tmp_pat
     assert log["selection"]["scoring"]["chosen"]["rgb_weight"] >= 0.75
     assert log["selection"]["scoring"]["chosen"]["alpha"] in cfg["select"]["alphas"]
     assert len(log["selection"]["scoring"]["scores"]) == 5 * 3  # weights x alphas
+    # regression nets trained on the fit split were compared with the CAS boundaries
+    reg = log["selection"]["regression"]
+    assert 0 <= reg["without_regression"] <= 1 and 0 <= reg["with_regression"] <= 1
+    assert reg["regression"] == model.cfg["acn"]["regression"] == (
+        reg["with_regression"] >= reg["without_regression"] - 0.005)
     # the chosen values are the run's config
     from acn.config import _read_yaml
 
