@@ -138,7 +138,7 @@ def test_fit_reports_a_stream_that_did_not_learn_and_leaves_it_out(tiny, tmp_pat
     assert len(saved["selection"]["streams"]["rgb"]["tried"]) == 1  # RGB learned at once
     assert log["selection"]["scoring"]["chosen"]["rgb_weight"] >= 0.75
     assert log["selection"]["scoring"]["chosen"]["alpha"] in cfg["select"]["alphas"]
-    assert len(log["selection"]["scoring"]["scores"]) == 5 * 3  # weights x alphas
+    assert len(log["selection"]["scoring"]["scores"]) == 5 * 2  # weights x alphas
     # regression nets trained on the fit split were compared with the CAS boundaries
     reg = log["selection"]["regression"]
     assert 0 <= reg["without_regression"] <= 1 and 0 <= reg["with_regression"] <= 1

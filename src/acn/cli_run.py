@@ -143,6 +143,11 @@ def run_train(args: argparse.Namespace) -> int:
                  "training videos)" if sel.get("scoring") else "")]
     if log.get("anchors"):
         chosen.append(f"anchors {log['anchors']['chosen']} (from the training CAS)")
+    reg = sel.get("regression")
+    if reg:
+        chosen.append(f"regression {'on' if reg['regression'] else 'OFF'} (carved average mAP "
+                      f"{100 * reg['with_regression']:.1f} with, "
+                      f"{100 * reg['without_regression']:.1f} without)")
     print("chosen for this data: " + "; ".join(chosen) + f" -> {run / 'config.yaml'}")
     test = cfg["data"]["test_subset"] or ds.annotations.test_subset
     if test != (cfg["data"]["train_subset"] or ds.annotations.train_subset):
