@@ -332,12 +332,14 @@ class ACN:
                 tried.append({"recipe": over, "train_map": fit_map, "validation_map": val_map,
                               "losses": info["losses"],
                               "seconds": round(time.perf_counter() - t1, 2)})
-                if best is None or val_map > best[1]:
-                    best = (over, val_map, val_out, model, fit_out)
-                if selection.learned(fit_map, sel["min_train_map"]):
+                ok = selection.learned(fit_map, sel["min_train_map"])
+                # a recipe that learned beats one that did not, then the better validation
+                if best is None or (ok, val_map) > (best[5], best[1]):
+                    best = (over, val_map, val_out, model, fit_out, ok)
+                if ok:
                     break  # this recipe learned: no further search
             chosen[stream], val_maps[stream], val_outputs[stream] = best[:3]
-            models[stream], fit_outputs[stream] = best[3:]
+            models[stream], fit_outputs[stream] = best[3:5]
             log["streams"][stream] = {"tried": tried, "chosen": best[0],
                                       "validation_map": best[1]}
         if cfg["base"]["per_stream"] is None:

@@ -4,22 +4,27 @@ A recipe chosen on one dataset does not transfer to features of another kind: on
 features a Flow base model trained with the recipe tuned on our synthetic data never learned
 (training classification mAP 0.56), and an equal-weight joint fusion averaged a weak RGB
 stream in and lost 14.5 mAP points against Flow alone. So ``ACN.fit`` carves
-``select.validation_fraction`` of the training videos off (by video, seeded) and, on that split
-only (never the test subset):
+``select.validation_fraction`` of the training videos off (by video, seeded; :func:`carve_ids`)
+and, on that split only (never the test subset):
 
 1. **checks that each stream's base model learned** (:func:`learned`): training
    classification mAP at least ``select.min_train_map``. A stream that did not is retrained
    with each of ``select.fallback_recipes`` (lower weight decay, higher learning rate, more
-   epochs) and the recipe with the best carved-validation classification mAP is kept. A stream
-   that still did not learn is reported (terminal and ``train_log.json``);
-2. **weighs the two streams in the joint fusion** (:func:`choose_rgb_weight`): the RGB weight
-   ``w`` (Flow ``1 - w``) among ``select.rgb_weights`` whose CAS detections of the weighted
-   mean SCP score the best average mAP on the carved videos (0 and 1 are candidates, so a weak
-   stream can be left out entirely). Without segment annotations on the training videos the
-   weight follows the streams' carved-validation classification mAP instead.
+   epochs) until one learns (if none does, the one with the best carved-validation
+   classification mAP is kept). A stream that still did not learn is reported (terminal and
+   ``train_log.json``);
+2. **weighs the two streams and the two loss terms** (``localize.rgb_weight``, ``acn.alpha``):
+   the pair among ``select.rgb_weights`` x ``select.alphas`` whose joint -L scoring of the
+   CAS proposals scores the best average mAP on the carved videos (:func:`best_choice`; RGB
+   weights 0 and 1 are candidates, so a weak stream can be left out entirely). Without
+   segment annotations on the training videos the weight follows the streams'
+   carved-validation classification mAP instead (:func:`choose_rgb_weight`);
+3. **checks the regression nets**: nets trained on the fit split localize the carved videos
+   with and without regression; regression is switched off where it loses;
+4. **sizes the anchors** from the CAS segment lengths (:func:`data_anchors`).
 
-The base models are then trained again on all training videos with the chosen recipes
-(``select.refit``) and the chosen values are written to ``RUN/config.yaml``.
+The base models are then trained again on all training videos with the chosen recipes and
+the chosen values are written to ``RUN/config.yaml``.
 """
 
 from __future__ import annotations
