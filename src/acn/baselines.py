@@ -218,15 +218,8 @@ def cas_detections(outputs: Mapping[str, Any], source: Annotations | Dataset,
     """
     cfg = resolve_baseline_config(cfg)
     classes = source.classes
-    videos = source.annotations.videos if isinstance(source, Dataset) else source.videos
     out: dict[str, list[Detection]] = {}
-    for vid, o in outputs.items():
-        if vid not in videos:
-            raise AcnError(f"cas_detections: video {vid!r} is not in the annotations")
-        if np.shape(o.scp)[0] != len(classes):
-            raise AcnError(f"cas_detections: video {vid!r} has SCP for {np.shape(o.scp)[0]} "
-                           f"classes but the dataset has {len(classes)}")
-        v = videos[vid]
+    for vid, v, o in _videos_of(outputs, source, "cas_detections"):
         segs, labels, scores = cas_segments(o.scp, o.video_scores, o.attention, cfg)
         sec = segs * (v.frames_per_snippet / v.fps)
         if v.duration > 0:
@@ -247,16 +240,9 @@ def whole_video_detections(outputs: Mapping[str, Any], source: Annotations | Dat
     duration is the annotated one, or the snippet count times the snippet length without it.
     """
     classes = source.classes
-    videos = source.annotations.videos if isinstance(source, Dataset) else source.videos
     out: dict[str, list[Detection]] = {}
-    for vid, o in outputs.items():
-        if vid not in videos:
-            raise AcnError(f"whole_video_detections: video {vid!r} is not in the annotations")
-        v = videos[vid]
+    for vid, v, o in _videos_of(outputs, source, "whole_video_detections"):
         vs = np.asarray(o.video_scores, dtype=np.float64)
-        if vs.shape != (len(classes),):
-            raise AcnError(f"whole_video_detections: video {vid!r} has {vs.shape} video scores "
-                           f"but the dataset has {len(classes)} classes")
         pick = np.flatnonzero(vs >= class_threshold)
         if pick.size == 0 and top_classes > 0:
             pick = np.argsort(-vs, kind="stable")[:top_classes]
@@ -264,3 +250,18 @@ def whole_video_detections(outputs: Mapping[str, Any], source: Annotations | Dat
         pick = pick[np.argsort(-vs[pick], kind="stable")]
         out[vid] = [(0.0, float(end), classes[int(c)], float(vs[c])) for c in pick]
     return out
+
+
+def _videos_of(outputs: Mapping[str, Any], source: Annotations | Dataset, who: str):
+    """``(video_id, Video, outputs)`` for each video of ``outputs``, checked against the
+    annotations (known video, one SCP row and one video score per class)."""
+    classes = source.classes
+    videos = source.annotations.videos if isinstance(source, Dataset) else source.videos
+    for vid, o in outputs.items():
+        if vid not in videos:
+            raise AcnError(f"{who}: video {vid!r} is not in the annotations")
+        if np.shape(o.scp)[0] != len(classes) or np.shape(o.video_scores) != (len(classes),):
+            raise AcnError(f"{who}: video {vid!r} has SCP for {np.shape(o.scp)[0]} classes "
+                           f"and {np.shape(o.video_scores)} video scores but the dataset has "
+                           f"{len(classes)} classes")
+        yield vid, videos[vid], o
