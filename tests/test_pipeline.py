@@ -270,6 +270,39 @@ def test_joint_fusion_scores_each_segment_by_both_streams(tiny, trained):
     assert len(dets) == len(joint.scores)
 
 
+def test_whole_video_proposals_join_the_candidates_scored_by_minus_l(tiny, trained):
+    # localize.whole_video: one (0, T) proposal per localized class joins the CAS ones, scored
+    # by -L like them (score_segments on that segment), and nothing else changes
+    import copy
+
+    from acn.localize.segments import score_segments
+
+    model, _ = trained
+    model = copy.copy(model)
+    model.cfg = copy.deepcopy(model.cfg)
+    model.cfg["acn"]["regression"] = False
+    model.cfg["localize"].update(nms_iou=1.0, pre_nms_topk=10 ** 6, max_detections=10 ** 6,
+                                 video_score_weight=0.0, whole_video=False)
+    vid, rgb, flow, outs, mean, regs, joint_regs = _one_video_both_streams(model, tiny)
+    T = rgb.shape[0]
+    without = model._score_one(rgb, mean, regs["rgb"], 0.0)
+    model.cfg["localize"]["whole_video"] = True
+    with_ = model._score_one(rgb, mean, regs["rgb"], 0.0)
+    whole = (with_.segments[:, 0] == 0) & (with_.segments[:, 1] == T)
+    old_whole = (without.segments[:, 0] == 0) & (without.segments[:, 1] == T)
+    classes = set(with_.labels[whole].tolist())
+    assert classes and classes == set(without.labels.tolist()) | classes  # every localized class
+    assert len(with_.scores) == len(without.scores) + len(classes - set(without.labels[old_whole]))
+    lab = torch.tensor(sorted(classes))
+    want = score_segments(rgb, torch.from_numpy(mean.scp), lab,
+                          torch.zeros(len(lab), dtype=torch.float64),
+                          torch.full((len(lab),), float(T), dtype=torch.float64),
+                          model.cfg["acn"]["inflation"], model.cfg["acn"]["alpha"],
+                          model.cfg["acn"]["score_terms"], model.cfg["acn"]["lc_features"])
+    got = {int(c): s for c, s in zip(with_.labels[whole], with_.scores[whole])}
+    np.testing.assert_allclose([got[int(c)] for c in lab], want.numpy(), rtol=1e-9)
+
+
 @pytest.mark.slow
 def test_demo_quick_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"

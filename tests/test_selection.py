@@ -138,17 +138,20 @@ def test_fit_reports_a_stream_that_did_not_learn_and_leaves_it_out(tiny, tmp_pat
     assert len(saved["selection"]["streams"]["rgb"]["tried"]) == 1  # RGB learned at once
     assert log["selection"]["scoring"]["chosen"]["rgb_weight"] >= 0.75
     assert log["selection"]["scoring"]["chosen"]["alpha"] in cfg["select"]["alphas"]
-    assert len(log["selection"]["scoring"]["scores"]) == 5 * 2  # weights x alphas
+    assert len(log["selection"]["scoring"]["scores"]) == 5 * 2 * 2  # weights x alphas x whole
+    assert isinstance(model.cfg["localize"]["whole_video"], bool)
     # regression nets trained on the fit split were compared with the CAS boundaries
     reg = log["selection"]["regression"]
     assert 0 <= reg["without_regression"] <= 1 and 0 <= reg["with_regression"] <= 1
     assert reg["regression"] == model.cfg["acn"]["regression"] == (
-        reg["with_regression"] > reg["without_regression"] + 0.01)
+        reg["with_regression"] > reg["without_regression"] + 0.01
+        and reg["bootstrap_support"] >= 0.8)
     # the chosen values are the run's config
     from acn.config import _read_yaml
 
     written = _read_yaml((tmp_path / "run" / "config.yaml").read_text(), "config")
     assert written["localize"]["rgb_weight"] == model.rgb_weight() >= 0.75
+    assert written["localize"]["whole_video"] == model.cfg["localize"]["whole_video"]
     assert set(written["base"]["per_stream"]) == {"rgb", "flow"}
 
 
@@ -188,3 +191,20 @@ def test_anchors_chosen_from_the_data_are_the_runs_and_load_back(tiny, tmp_path)
     assert back.models["flow"].nets.anchors == chosen
     ids = [v.id for v in tiny.subset("test")][:3]
     assert set(back.localize(tiny, ids, ["fused"], progress=False)["fused"]) == set(ids)
+
+
+def test_bootstrap_win_rate_follows_a_clear_lead_and_a_tie(tiny):
+    # detections equal to the truth beat detections shifted off it on every resample; a
+    # method never beats itself; the fraction is the brute-force count over the same draws
+    ids = [v.id for v in tiny.subset("test")][:8]
+    truth = {v: [(s.start, s.end, s.label, 1.0) for s in tiny.video(v).segments] for v in ids}
+    off = {v: [(a + 0.6 * (b - a), b + 0.6 * (b - a), c, sc) for a, b, c, sc in d]
+           for v, d in truth.items()}
+    assert selection.bootstrap_win_rate(tiny, ids, truth, off, 0.01, rounds=30) == 1.0
+    assert selection.bootstrap_win_rate(tiny, ids, off, truth, 0.0, rounds=30) == 0.0
+    assert selection.bootstrap_win_rate(tiny, ids, truth, truth, 0.0, rounds=30) == 0.0
+    # half the videos right, half wrong, against the reverse: a coin over resamples
+    mixed_a = {v: (truth[v] if i % 2 else off[v]) for i, v in enumerate(ids)}
+    mixed_b = {v: (off[v] if i % 2 else truth[v]) for i, v in enumerate(ids)}
+    rate = selection.bootstrap_win_rate(tiny, ids, mixed_a, mixed_b, 0.0, rounds=60, seed=3)
+    assert 0.1 < rate < 0.9

@@ -46,6 +46,7 @@ NULLABLE: dict[str, Any] = {
     "acn.alpha": 0.0,
     "acn.anchors": [],
     "localize.rgb_weight": 0.0,
+    "localize.whole_video": False,
     "base.per_stream": {},
 }
 
