@@ -460,7 +460,7 @@ def test_missing_inputs_are_named(tmp_path, capsys, trained):
 
 
 # ---------------------------------------------------------------------------------- extract
-@pytest.mark.skipif(importlib.util.find_spec("acn.cli_extract") is None
+@pytest.mark.skipif(importlib.util.find_spec("acn.cli.extract") is None
                     or importlib.util.find_spec("av") is None
                     or importlib.util.find_spec("cv2") is None,
                     reason="acn extract or its video dependencies (av, cv2) are missing")
@@ -483,7 +483,7 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_ctrl_c_exits_130(monkeypatch, tmp_path, capsys):
-    import acn.cli_evaluate as ce
+    import acn.cli.evaluate as ce
 
     def interrupted(args):
         raise KeyboardInterrupt
@@ -496,7 +496,7 @@ def test_ctrl_c_exits_130(monkeypatch, tmp_path, capsys):
 def test_system_errors_are_one_line(monkeypatch, tmp_path, capsys):
     import errno
 
-    import acn.cli_evaluate as ce
+    import acn.cli.evaluate as ce
 
     def disk_full(args):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "map.json"))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from acn import cli_convert
+from acn.cli import convert as cli_convert
 from acn.data.activitynet_json import load_activitynet_json
 from acn.data.annotations import Annotations, Segment, Video
 from acn.data.canonical import INDEX

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from acn import cli_evaluate
+from acn.cli import evaluate as cli_evaluate
 from acn.errors import AcnError
 from acn.evaluate import save_results
 

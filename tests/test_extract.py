@@ -179,7 +179,7 @@ def test_decode_upsamples_and_keeps_native_size(videos):
 
 def test_importable_without_video_libraries():
     code = ("import sys; sys.modules['av'] = sys.modules['cv2'] = None\n"
-            "import acn.extract, acn.cli_extract\n"
+            "import acn.extract, acn.cli.extract\n"
             "from acn.extract import ExtractConfig, build_models, extract_video, extract_many\n"
             "print('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -344,7 +344,7 @@ def test_no_weights_is_an_error_naming_the_options():
 
 
 def _cli(argv: list[str]) -> int:
-    from acn import cli_extract
+    from acn.cli import extract as cli_extract
 
     p = argparse.ArgumentParser()
     cli_extract.add_arguments(p)

@@ -50,7 +50,7 @@ def tiny_run(tmp_path_factory):
 
 
 def _cli(argv: list[str]) -> int:
-    from acn import cli_scale
+    from acn.cli import batch as cli_scale
 
     p = argparse.ArgumentParser(prog="acn batch")
     cli_scale.add_arguments(p)

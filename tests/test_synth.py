@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import acn.data.synth as synth_mod
-from acn.cli_synth import add_arguments, run
+from acn.cli.synth import add_arguments, run
 from acn.data.canonical import load_canonical
 from acn.data.synth import (Knobs, knob_defaults, synth_annotations, synthesize, to_dataset,
                             write_synth)

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from acn.cli_synth import add_arguments, run
+from acn.cli.synth import add_arguments, run
 from acn.data.canonical import load_canonical
 from acn.data.synth import Knobs, summary, synthesize, write_synth
 from acn.data.synth_family import FAMILY, Member, member, member_knobs, members

@@ -1,5 +1,10 @@
 """The ``acn`` command line: thin subcommands over the Python API.
 
+One module per command group builds its subcommands' arguments (``add_arguments`` or
+``add_<command>_arguments``) and runs them (``run`` or ``run_<command>``); this module builds
+the parser from them and maps errors to exit codes. Only the entry points import it
+(``acn``, ``python -m acn``, ``python -m acn.cli``): nothing in the library does.
+
 Errors a user can cause (:class:`acn.errors.AcnError`, and ``OSError`` such as a full disk)
 print one line, ``acn: error: ...``, and exit with status 2; ``--debug`` shows the traceback
 instead. Ctrl-C exits with 130. docs/errors.md lists every case.
@@ -18,17 +23,17 @@ from acn.errors import AcnError
 # name -> (module with add_arguments/run, one-line help). Modules are imported lazily so that
 # `acn --help` stays fast and optional dependencies (PyAV, OpenCV) load only when needed.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("acn.cli_run", "synthesise data, train, localize, evaluate and plot, end to end"),
-    "synth": ("acn.cli_synth", "write a synthetic two-stream dataset"),
-    "train": ("acn.cli_run", "train the base model and the regression networks"),
-    "localize": ("acn.cli_run", "localize actions: a dataset subset or one video file"),
-    "evaluate": ("acn.cli_evaluate", "mAP of a results JSON against ground truth"),
-    "ablate": ("acn.cli_run", "the paper's ablation tables (alpha, scoring, streams, baselines)"),
-    "baseline": ("acn.cli_run", "CAS-thresholding baseline detections from a trained run"),
-    "extract": ("acn.cli_extract", "I3D RGB + flow features from video files"),
-    "convert": ("acn.cli_convert", "copy a dataset into the canonical (pickle-free) layout"),
-    "batch": ("acn.cli_scale", "corpus-scale extract/localize over a manifest (Ray or local)"),
-    "plot": ("acn.cli_run", "timeline plots of detections, SCP and attention"),
+    "demo": ("acn.cli.experiment", "synthesise data, train, localize, evaluate and plot, end to end"),
+    "synth": ("acn.cli.synth", "write a synthetic two-stream dataset"),
+    "train": ("acn.cli.train", "train the base model and the regression networks"),
+    "localize": ("acn.cli.localize", "localize actions: a dataset subset or one video file"),
+    "evaluate": ("acn.cli.evaluate", "mAP of a results JSON against ground truth"),
+    "ablate": ("acn.cli.experiment", "the paper's ablation tables (alpha, scoring, streams, baselines)"),
+    "baseline": ("acn.cli.localize", "CAS-thresholding baseline detections from a trained run"),
+    "extract": ("acn.cli.extract", "I3D RGB + flow features from video files"),
+    "convert": ("acn.cli.convert", "copy a dataset into the canonical (pickle-free) layout"),
+    "batch": ("acn.cli.batch", "corpus-scale extract/localize over a manifest (Ray or local)"),
+    "plot": ("acn.cli.localize", "timeline plots of detections, SCP and attention"),
 }
 
 
@@ -78,7 +83,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("acn: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
