@@ -225,7 +225,7 @@ class Setup:
 # ---------------------------------------------------------------------------- figure 1
 def fig_localize(args, setup: Setup) -> Figure:
     from acn.pipeline import STREAM_INDEX, STREAMS
-    from acn.regression_training import pad_batch
+    from acn.train.regression import pad_batch
 
     model, ds, ids = setup.model, setup.ds, setup.test_ids
     loc = model.cfg["localize"]
@@ -409,10 +409,10 @@ def fig_scoring(args) -> Figure:
 
 # ---------------------------------------------------------------------------- figure 3
 def fig_training(args, setup: Setup) -> Figure:
-    from acn import base_training as bt
+    from acn.train import outputs as bt
     from acn.model.regression import RegressionNets
     from acn.pipeline import STREAM_INDEX, STREAMS
-    from acn.regression_training import epoch_order, make_optimizer, pad_batch, train_regression
+    from acn.train.regression import epoch_order, make_optimizer, pad_batch, train_regression
 
     cfg, ds, ids, dim = setup.cfg, setup.ds, setup.train_ids, setup.dim
     acn_cfg, train_cfg = cfg["acn"], dict(cfg["train"])

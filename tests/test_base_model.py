@@ -8,20 +8,22 @@ import numpy as np
 import pytest
 import torch
 
-from acn.base_training import (
+from acn.batching import pad_batch
+from acn.train.base import (
     DEFAULT_BASE_CONFIG,
+    load_base_checkpoint,
+    predict_base,
+    resolve_base_config,
+    save_base_checkpoint,
+    train_base,
+)
+from acn.train.outputs import (
     BaseOutputs,
     average_precision,
     calibrate_attention,
     classification_map,
-    load_base_checkpoint,
     load_outputs,
-    pad_batch,
-    predict_base,
-    resolve_base_config,
-    save_base_checkpoint,
     save_outputs,
-    train_base,
 )
 from acn.data.annotations import Annotations, Segment, Video
 from acn.data.features import Dataset, MemoryStore

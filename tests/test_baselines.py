@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from acn.base_training import BaseOutputs
+from acn.train.outputs import BaseOutputs
 from acn.baselines import (
     DEFAULT_BASELINE_CONFIG,
     cas_detections,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from acn import distributed as dist
+from acn.train import distributed as dist
 
 from conftest import FAST_SET, tiny_dataset
 

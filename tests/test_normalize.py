@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from acn import base_training as bt
+from acn.train import base as bt
 from acn.data.features import Dataset, MemoryStore
 from acn.errors import AcnError
 from acn.model.base import BaseModel

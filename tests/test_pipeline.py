@@ -197,7 +197,7 @@ def test_same_seed_same_predictions(tiny, tmp_path):
 
 
 def test_packaged_base_defaults_match_the_library():
-    from acn.base_training import DEFAULT_BASE_CONFIG
+    from acn.train.base import DEFAULT_BASE_CONFIG
     from acn.config import defaults
 
     base = {k: v for k, v in defaults()["base"].items()
@@ -208,8 +208,8 @@ def test_packaged_base_defaults_match_the_library():
 def test_regression_training_skips_videos_shorter_than_every_anchor(fast_cfg):
     # ActivityNet-like data has 3-snippet videos and 16-snippet anchors: such a training video
     # offers no proposal, and must be skipped (and counted), not crash the epoch
-    from acn.base_training import BaseOutputs
-    from acn.regression_training import train_regression
+    from acn.train.outputs import BaseOutputs
+    from acn.train.regression import train_regression
 
     rng = np.random.default_rng(0)
     lengths = {"long": 40, "short": 1}

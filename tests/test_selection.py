@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from acn import selection
-from acn.base_training import BaseOutputs
+from acn.train.outputs import BaseOutputs
 from acn.baselines import whole_video_detections
 from acn.data.features import Dataset, MemoryStore
 from acn.errors import AcnError

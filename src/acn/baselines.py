@@ -37,7 +37,7 @@ Detection = tuple[float, float, str, float]
 #:   min-max normalised to [0, 1]; ``"gate"``: snippets whose raw attention is below
 #:   ``attention_threshold`` never belong to a segment.
 #: - ``attention_threshold``: raw attention level for ``"gate"`` (see
-#:   :func:`acn.base_training.calibrate_attention`).
+#:   :func:`acn.train.outputs.calibrate_attention`).
 #: - ``min_length``: drop segments shorter than this many snippets.
 #: - ``score``: ``"mean"`` (mean CAS inside) or ``"contrast"`` (mean inside minus mean of the
 #:   outer area, the segment inflated by ``inflation`` of its length on each side: AutoLoc's
@@ -207,7 +207,7 @@ def cas_detections(outputs: Mapping[str, Any], source: Annotations | Dataset,
 
     Args:
         outputs: ``{video_id: BaseOutputs}`` (anything with ``scp``, ``attention`` and
-            ``video_scores``), e.g. from :func:`acn.base_training.predict_base`.
+            ``video_scores``), e.g. from :func:`acn.train.base.predict_base`.
         source: annotations (or dataset) giving each video's class list, fps,
             frames_per_snippet and duration.
         cfg: options over :data:`DEFAULT_BASELINE_CONFIG`.

@@ -25,8 +25,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from acn import base_training as bt
-from acn import distributed as dist
+from acn import batching
+from acn.train import base as bt
+from acn.train import distributed as dist
+from acn.train import outputs as bo
 from acn.config import defaults, dump, merge
 from acn.data.features import Dataset
 from acn.errors import AcnError
@@ -37,7 +39,7 @@ from acn.localize.proposals import score_video, select_classes
 from acn.localize.segments import cas_candidates, regress_segments, score_segments, scp_thresholds
 from acn.model.coherence import PrefixIntegral, feature_integral
 from acn.model.regression import RegressionNets
-from acn.regression_training import train_regression
+from acn.train.regression import train_regression
 from acn import selection
 
 STREAMS = ("rgb", "flow")
@@ -91,13 +93,13 @@ def inference_device(name: str) -> torch.device:
     return dev
 
 
-def mean_outputs(outputs: dict[str, dict[str, bt.BaseOutputs]], vid: str,
-                 rgb_weight: float = 0.5) -> bt.BaseOutputs:
+def mean_outputs(outputs: dict[str, dict[str, bo.BaseOutputs]], vid: str,
+                 rgb_weight: float = 0.5) -> bo.BaseOutputs:
     """The weighted mean ``w * rgb + (1 - w) * flow`` of both streams' base outputs for one
     video (early fusion of the CAS; ``w`` = ``localize.rgb_weight``)."""
     w = float(rgb_weight)
     r, f = outputs["rgb"][vid], outputs["flow"][vid]
-    return bt.BaseOutputs(scp=w * r.scp + (1 - w) * f.scp,
+    return bo.BaseOutputs(scp=w * r.scp + (1 - w) * f.scp,
                           attention=w * r.attention + (1 - w) * f.attention,
                           video_scores=w * r.video_scores + (1 - w) * f.video_scores)
 
@@ -139,7 +141,7 @@ class ACN:
         self.feature_dim: int | None = None
         self.models: dict[str, StreamModel] = {}
         self.log: dict = {}
-        self.last_outputs: dict[str, dict[str, bt.BaseOutputs]] = {}
+        self.last_outputs: dict[str, dict[str, bo.BaseOutputs]] = {}
         self._outputs_of: Dataset | None = None
         # one padding buffer per stream, kept between localize calls (up to
         # localize.batch_snippets x D floats each): a fresh one page-faults in every call
@@ -161,7 +163,7 @@ class ACN:
         Returns the training log (also written to ``RUN/train_log.json``).
 
         Under ``torchrun`` every rank calls ``fit``: each global mini-batch is split across
-        ranks (:mod:`acn.distributed`), and only rank 0 writes files.
+        ranks (:mod:`acn.train.distributed`), and only rank 0 writes files.
         """
         dist.init_from_env()
         main = dist.is_main()
@@ -202,7 +204,7 @@ class ACN:
             if main:  # the chosen values are the run's config from now on
                 write_text(run / "config.yaml", dump(cfg))
                 write_json(log_path, self.log)
-        all_outputs: dict[str, dict[str, bt.BaseOutputs]] = {}
+        all_outputs: dict[str, dict[str, bo.BaseOutputs]] = {}
         for si, stream in enumerate(STREAMS):
             t0 = time.perf_counter()
             base_path = ckdir / f"{stream}_base.pt"
@@ -213,7 +215,7 @@ class ACN:
                                  ("acn", "alpha"), ("localize", "whole_video")):
                     if cfg[sec][key] is None:  # what that run chose with these base models
                         cfg[sec][key] = meta.get("config", {}).get(sec, {}).get(key)
-                outputs = bt.load_outputs(src / "base_outputs" / stream, ids)
+                outputs = bo.load_outputs(src / "base_outputs" / stream, ids)
                 threshold = float(meta["attention_threshold"])
                 if src != run and main:
                     bt.save_base_checkpoint(base_path, model, {**meta, "config": cfg})
@@ -226,10 +228,10 @@ class ACN:
                 # every rank predicts every training video: ~1% of training's cost, and the
                 # regression stage (sharded per batch) needs any video's outputs on any rank
                 outputs = bt.predict_base(model, ds, ids, stream)
-                threshold = bt.calibrate_attention(outputs, cfg["base"]["attention_percentile"])
-                cls_map = bt.classification_map(outputs, ds, ids)
+                threshold = bo.calibrate_attention(outputs, cfg["base"]["attention_percentile"])
+                cls_map = bo.classification_map(outputs, ds, ids)
                 if main:
-                    bt.save_outputs(run / "base_outputs" / stream, outputs)
+                    bo.save_outputs(run / "base_outputs" / stream, outputs)
                     bt.save_base_checkpoint(base_path, model, {
                         "config": cfg, "classes": self.classes, "stream": stream,
                         "feature_dim": self.feature_dim, "attention_threshold": threshold})
@@ -328,9 +330,9 @@ class ACN:
                                             input_stats=stats[stream])
                 model.cpu()
                 fit_out = bt.predict_base(model, ds, fit_ids, stream)
-                fit_map = bt.classification_map(fit_out, ds, fit_ids)
+                fit_map = bo.classification_map(fit_out, ds, fit_ids)
                 val_out = bt.predict_base(model, ds, val_ids, stream)
-                val_map = bt.classification_map(val_out, ds, val_ids)
+                val_map = bo.classification_map(val_out, ds, val_ids)
                 tried.append({"recipe": over, "train_map": fit_map, "validation_map": val_map,
                               "losses": info["losses"],
                               "seconds": round(time.perf_counter() - t1, 2)})
@@ -367,7 +369,7 @@ class ACN:
 
     def _check_regression(self, ds: Dataset, fit_ids: list[str], val_ids: list[str],
                           models: dict[str, torch.nn.Module],
-                          fit_outputs: dict[str, dict[str, bt.BaseOutputs]],
+                          fit_outputs: dict[str, dict[str, bo.BaseOutputs]],
                           progress: bool) -> dict:
         """Whether the regressed boundaries beat the CAS boundaries on this data.
 
@@ -391,7 +393,7 @@ class ACN:
         probe.classes, probe.feature_dim = self.classes, self.feature_dim
         t0 = time.perf_counter()
         for si, s in enumerate(STREAMS):
-            thr = bt.calibrate_attention(fit_outputs[s], cfg["base"]["attention_percentile"])
+            thr = bo.calibrate_attention(fit_outputs[s], cfg["base"]["attention_percentile"])
             probe.models[s] = StreamModel(models[s], None, thr)  # type: ignore[arg-type]
         for si, s in enumerate(STREAMS):
             col = STREAM_INDEX[s]
@@ -427,7 +429,7 @@ class ACN:
                 "regression": bool(keep), "seconds": round(time.perf_counter() - t0, 2)}
 
     def _choose_scoring(self, ds: Dataset, val_ids: list[str],
-                        val_outputs: dict[str, dict[str, bt.BaseOutputs]]) -> dict:
+                        val_outputs: dict[str, dict[str, bo.BaseOutputs]]) -> dict:
         """``localize.rgb_weight``, ``acn.alpha`` and ``localize.whole_video`` (those left null)
         by the average mAP of ACN's own scoring (-L of the joint fusion, before regression) of
         the carved videos, over the grid ``select.rgb_weights`` x ``select.alphas`` x (without,
@@ -468,7 +470,7 @@ class ACN:
                            for k, v in scores.items()}}
 
     def _choose_anchors(self, ds: Dataset, ids: list[str],
-                        outputs: dict[str, dict[str, bt.BaseOutputs]],
+                        outputs: dict[str, dict[str, bo.BaseOutputs]],
                         labels: dict[str, list[int]]) -> None:
         """``acn.anchors`` from the lengths of the CAS segments (the fusion's weighted mean
         SCP, labelled classes, the config's levels) of the training videos."""
@@ -586,17 +588,17 @@ class ACN:
                            f"({len(ds.classes)} vs {len(self.classes)} classes"
                            + (f"; unknown to the model: {extra[:5]}" if extra else "") + ")")
 
-    def base_outputs(self, ds: Dataset, ids: list[str], stream: str) -> dict[str, bt.BaseOutputs]:
+    def base_outputs(self, ds: Dataset, ids: list[str], stream: str) -> dict[str, bo.BaseOutputs]:
         return bt.predict_base(self.models[stream].base, ds, ids, stream)
 
-    def scored_outputs(self, outputs: dict[str, dict[str, bt.BaseOutputs]],
-                       stream: str) -> dict[str, bt.BaseOutputs]:
+    def scored_outputs(self, outputs: dict[str, dict[str, bo.BaseOutputs]],
+                       stream: str) -> dict[str, bo.BaseOutputs]:
         """The SCP/video scores a stream's proposals are scored on: its own (paper) or the mean
         of both streams' (``acn.scp_source = mean``); attention stays the stream's own."""
         if self.cfg["acn"]["scp_source"] == "stream":
             return outputs[stream]
         w = self.rgb_weight()
-        return {v: bt.BaseOutputs(scp=mean_outputs(outputs, v, w).scp,
+        return {v: bo.BaseOutputs(scp=mean_outputs(outputs, v, w).scp,
                                   attention=o.attention,
                                   video_scores=mean_outputs(outputs, v, w).video_scores)
                 for v, o in outputs[stream].items()}
@@ -612,7 +614,7 @@ class ACN:
 
     def propose(self, ds: Dataset, ids: list[str], want: Iterable[str],
                 progress: bool = False, keep_outputs: bool = False,
-                ) -> tuple[dict[str, dict[str, StreamProposals]], dict[str, dict[str, bt.BaseOutputs]]]:
+                ) -> tuple[dict[str, dict[str, StreamProposals]], dict[str, dict[str, bo.BaseOutputs]]]:
         """Post-NMS proposals (snippets) of ``want`` ⊆ {``rgb``, ``flow``, ``joint``} for ``ids``.
 
         One pass over the data: each video's features are read once, and each padded batch of
@@ -631,7 +633,7 @@ class ACN:
             raise AcnError(f"propose: unknown proposal kinds {bad} (rgb, flow, joint)")
         need_both = "joint" in want or cfg["acn"]["scp_source"] == "mean"
         run = [s for s in STREAMS if need_both or s in want]
-        lengths = dict(zip(ids, bt._lengths(ds, ids).tolist()))
+        lengths = dict(zip(ids, batching._lengths(ds, ids).tolist()))
         self._check_short(ds, ids, lengths)
         order = sorted(ids, key=lambda v: lengths[v])
         batches, cur = [], []
@@ -643,7 +645,7 @@ class ACN:
         if cur:
             batches.append(cur)
         props: dict[str, dict[str, StreamProposals]] = {k: {} for k in want}
-        kept: dict[str, dict[str, bt.BaseOutputs]] = {s: {} for s in run}
+        kept: dict[str, dict[str, bo.BaseOutputs]] = {s: {} for s in run}
         dev = inference_device(loc["device"])
         share_lc = "joint" in want and ("rgb" in want or "flow" in want)
         # one padding buffer per stream, reused by every batch (a batch's features are not
@@ -657,7 +659,7 @@ class ACN:
                 for s in run:
                     sm = self.models[s]
                     # padded on the CPU (scoring reads it there), the networks on ``dev``
-                    x[s], mask = bt.pad_batch([p[STREAM_INDEX[s]] for p in pairs],
+                    x[s], mask = batching.pad_batch([p[STREAM_INDEX[s]] for p in pairs],
                                               buffer=buffers[s])
                     xd, md = x[s].to(dev), mask.to(dev)
                     # pad_batch zero-fills the padding: neither model re-masks the input
@@ -667,7 +669,7 @@ class ACN:
                                if cfg["acn"]["regression"] else None)
                     scp, att = res.scp.float().cpu().numpy(), res.attention.float().cpu().numpy()
                     vs = res.video_scores.float().cpu().numpy()
-                    outs[s] = [bt.BaseOutputs(scp=np.ascontiguousarray(scp[i, :, : lengths[v]]),
+                    outs[s] = [bo.BaseOutputs(scp=np.ascontiguousarray(scp[i, :, : lengths[v]]),
                                               attention=np.ascontiguousarray(att[i, : lengths[v]]),
                                               video_scores=vs[i].copy())
                                for i, v in enumerate(batch)]
@@ -742,7 +744,7 @@ class ACN:
             raise AcnError(msg + "; set localize.short_videos=clip to localize them as a whole")
         warnings.warn(msg + "; each is scored as one whole-video proposal", stacklevel=3)
 
-    def _score_one(self, feats: torch.Tensor | list[torch.Tensor], out: bt.BaseOutputs,
+    def _score_one(self, feats: torch.Tensor | list[torch.Tensor], out: bo.BaseOutputs,
                    regs: dict[int, torch.Tensor], attention_threshold: float,
                    candidate_scps: list[np.ndarray] | None = None,
                    lc_cache: dict[str, PrefixIntegral] | None = None,

@@ -91,7 +91,7 @@ def not_learned_message(stream: str, train_map: float, val_map: float | None,
 def weighted_outputs(rgb: Mapping, flow: Mapping, rgb_weight: float) -> dict:
     """``{video: BaseOutputs}`` with ``w * rgb + (1 - w) * flow`` of SCP, attention and video
     scores, for the videos in ``rgb``."""
-    from acn.base_training import BaseOutputs
+    from acn.train.outputs import BaseOutputs
 
     w = float(rgb_weight)
     out = {}

@@ -33,7 +33,7 @@ def run_train(args: argparse.Namespace) -> int:
     from acn.config import _read_yaml, merge, resolve
     from acn.fileio import check_writable, ensure_dir, read_json, write_json
     from acn.pipeline import ACN
-    from acn import distributed as dist
+    from acn.train import distributed as dist
 
     dist.init_from_env()  # under torchrun: join the group; rank 0 alone writes and prints
     if args.resume is not None:
@@ -118,8 +118,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def test_classification_map(model, ds, subset: str) -> dict[str, float]:
-    from acn import base_training as bt
+    from acn.train.outputs import classification_map
 
     ids = [v.id for v in ds.subset(subset) if v.labels]
-    return {s: bt.classification_map(model.base_outputs(ds, ids, s), ds, ids)
+    return {s: classification_map(model.base_outputs(ds, ids, s), ds, ids)
             for s in ("rgb", "flow")}

@@ -1,9 +1,11 @@
-"""Training, inference, calibration and storage of the weakly-supervised base model.
+"""Training, inference and storage of the weakly-supervised base model.
 
 One :class:`~acn.model.base.BaseModel` is trained per stream (RGB, Flow) from video-level
 labels only (:func:`train_base`); :func:`predict_base` turns it into the per-video
-:class:`BaseOutputs` (SCP ``(C, T)``, attention ``(T,)``, video scores ``(C,)``) that ACN's
-proposal stage and the CAS baselines read. Units: snippets throughout.
+:class:`~acn.train.outputs.BaseOutputs` (SCP ``(C, T)``, attention ``(T,)``, video scores
+``(C,)``) that ACN's proposal stage and the CAS baselines read; :func:`save_base_checkpoint`
+and :func:`load_base_checkpoint` keep it in a ``weights_only`` file. Units: snippets
+throughout.
 """
 
 from __future__ import annotations
@@ -11,8 +13,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from acn import distributed as dist
+from acn.batching import _check_stream, _epoch_batches, _ids, _lengths, _StreamReader, pad_batch
 from acn.data.annotations import Video
 from acn.data.features import Dataset
 from acn.errors import AcnError
-from acn.fileio import atomic_path, ensure_dir
+from acn.fileio import atomic_path
 from acn.model.base import BaseModel, video_loss
 from acn.model.normalize import feature_statistics
-
-STREAMS = ("rgb", "flow")
+from acn.train import distributed as dist
+from acn.train.outputs import BaseOutputs, label_matrix
 
 #: Default hyper-parameters of :func:`train_base`. Every key:
 #:
@@ -101,21 +102,6 @@ _MODEL_KEYS = ("hidden", "kernel_size", "dropout", "input_dropout", "head", "k_d
                "attention", "pool", "background")
 
 
-@dataclass
-class BaseOutputs:
-    """A base model's outputs for one video and one stream.
-
-    Attributes:
-        scp: ``(C, T)`` float32 snippet class probabilities.
-        attention: ``(T,)`` float32 raw attention logits (our model's own scale).
-        video_scores: ``(C,)`` float32 video-level class probabilities.
-    """
-
-    scp: np.ndarray
-    attention: np.ndarray
-    video_scores: np.ndarray
-
-
 # -- configuration ---------------------------------------------------------------------------
 def resolve_base_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     """Merge ``cfg`` over :data:`DEFAULT_BASE_CONFIG`; unknown keys raise :class:`AcnError`."""
@@ -153,48 +139,6 @@ def build_model(cfg: dict[str, Any], feature_dim: int, num_classes: int,
     return model
 
 
-# -- data ------------------------------------------------------------------------------------
-def _check_stream(stream: str) -> int:
-    if stream not in STREAMS:
-        raise AcnError(f"unknown stream {stream!r}; choose 'rgb' or 'flow'")
-    return STREAMS.index(stream)
-
-
-def _ids(video_ids: Iterable[str | Video]) -> list[str]:
-    ids = [v.id if isinstance(v, Video) else str(v) for v in video_ids]
-    if not ids:
-        raise AcnError("base model: no videos given")
-    return ids
-
-
-def _lengths(ds: Dataset, ids: Sequence[str]) -> np.ndarray:
-    """Snippet count of each video, read from the (memory-mapped) store without loading."""
-    out = np.empty(len(ids), dtype=np.int64)
-    for i, vid in enumerate(ids):
-        if vid not in ds.annotations.videos:
-            raise AcnError(f"{ds.root or ds.annotations.name}: video {vid!r} is not in the "
-                           "annotations")
-        if not ds.store.has(vid):
-            raise AcnError(f"{ds.store.describe(vid)}: feature file missing for listed video "
-                           f"{vid!r}")
-        out[i] = ds.store.load(vid)[0].shape[0]
-        if out[i] == 0:
-            raise AcnError(f"{ds.store.describe(vid)}: empty video (0 snippets)")
-    return out
-
-
-def label_matrix(ds: Dataset, ids: Sequence[str]) -> np.ndarray:
-    """``(N, C)`` float32 multi-hot video labels of ``ids``."""
-    y = np.zeros((len(ids), len(ds.classes)), dtype=np.float32)
-    for i, vid in enumerate(ids):
-        if vid not in ds.annotations.videos:
-            raise AcnError(f"{ds.root or ds.annotations.name}: video {vid!r} is not in the "
-                           "annotations")
-        for lab in ds.video(vid).labels:
-            y[i, ds.annotations.class_index(lab, where=f"labels of video {vid!r}")] = 1.0
-    return y
-
-
 def stream_statistics(ds: Dataset, video_ids: Iterable[str | Video], stream: str
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Per-dimension ``(D,)`` mean and std of one stream over every snippet of ``video_ids``
@@ -202,71 +146,6 @@ def stream_statistics(ds: Dataset, video_ids: Iterable[str | Video], stream: str
     col = _check_stream(stream)
     dim = ds.feature_dim()
     return feature_statistics(ds.features(v, dim, copy=False)[col] for v in _ids(video_ids))
-
-
-class _StreamReader:
-    """Reads one stream per video from the dataset, caching it in RAM when it fits."""
-
-    def __init__(self, ds: Dataset, stream: str, expected_dim: int | None, cache: bool) -> None:
-        self.ds, self.col, self.dim, self.cache = ds, _check_stream(stream), expected_dim, cache
-        self._mem: dict[str, np.ndarray] = {}
-
-    def __call__(self, vid: str) -> np.ndarray:
-        a = self._mem.get(vid)
-        if a is None:
-            a = self.ds.features(vid, self.dim)[self.col]
-            if self.cache:
-                self._mem[vid] = a
-        return a
-
-
-def pad_batch(arrays: Sequence[np.ndarray], device: str | torch.device = "cpu",
-              buffer: list[np.ndarray] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack ``(T_i, D)`` arrays into a zero-padded ``(B, T_max, D)`` tensor and a ``(B, T_max)``
-    bool mask (True on real snippets).
-
-    ``buffer``: a one-element list holding a float32 array that the batch is written into (and
-    that is replaced by a larger one when too small), so that a loop over batches reuses the
-    same memory instead of faulting in fresh pages for every batch. The returned tensor is
-    then a view of it: valid only until the next call with the same buffer."""
-    T = max(a.shape[0] for a in arrays)
-    shape = (len(arrays), T, arrays[0].shape[1])
-    n = int(np.prod(shape))
-    # Allocated by torch, not numpy: numpy asks for transparent huge pages on large arrays,
-    # and where the kernel compacts memory for them on demand (THP defrag "madvise") the
-    # first write into a fresh 134 MB batch took 0.25-0.29 s after the regression nets had
-    # churned the heap, against 0.065 s on ordinary pages (measured, 2-core machine).
-    if buffer is not None:
-        if not buffer or buffer[0].size < n:
-            buffer[:] = [torch.empty(n, dtype=torch.float32).numpy()]
-        x = buffer[0][:n].reshape(shape)
-    else:
-        # empty + zeroed tails: a full memset first would touch every page of a large batch twice
-        x = torch.empty(shape, dtype=torch.float32).numpy()
-    mask = np.zeros((len(arrays), T), dtype=bool)
-    xt = torch.from_numpy(x)
-    with warnings.catch_warnings():  # read-only sources (memory maps) are only read here
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        for i, a in enumerate(arrays):
-            # torch's copy runs on all intra-op threads (numpy's on one): 1.8x faster on 2
-            xt[i, : a.shape[0]].copy_(torch.from_numpy(np.asarray(a, dtype=np.float32)))
-            xt[i, a.shape[0]:] = 0
-            mask[i, : a.shape[0]] = True
-    return xt.to(device), torch.from_numpy(mask).to(device)
-
-
-def _epoch_batches(lengths: np.ndarray, batch_size: int, bucket: int,
-                   rng: np.random.Generator) -> list[np.ndarray]:
-    """Index batches for one epoch: shuffle, sort by length within buckets, shuffle batches."""
-    perm = rng.permutation(len(lengths))
-    group = batch_size * bucket
-    batches = []
-    for g in range(0, len(perm), group):
-        chunk = perm[g: g + group]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches += [chunk[i: i + batch_size] for i in range(0, len(chunk), batch_size)]
-    order = rng.permutation(len(batches))
-    return [batches[i] for i in order]
 
 
 # -- training --------------------------------------------------------------------------------
@@ -419,86 +298,6 @@ def predict_base(model: BaseModel, ds: Dataset, video_ids: Iterable[str | Video]
     finally:
         model.train(was_training)
     return {vid: out[vid] for vid in ids}
-
-
-def calibrate_attention(outputs: dict[str, BaseOutputs], percentile: float) -> float:
-    """Attention threshold on our model's raw attention scale.
-
-    The paper's thresholds (5 Flow, 7 RGB) are on UntrimmedNet's scale; ours differs, so the
-    threshold is the ``percentile`` (0-100) of all snippets' attention in ``outputs``, which
-    must come from TRAINING videos (never the test subset).
-    """
-    if not outputs:
-        raise AcnError("calibrate_attention: no outputs given")
-    if not 0.0 <= percentile <= 100.0:
-        raise AcnError(f"calibrate_attention: percentile must be in [0, 100], got {percentile}")
-    att = np.concatenate([o.attention.ravel() for o in outputs.values()])
-    return float(np.percentile(att, percentile))
-
-
-def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
-    """Non-interpolated AP: mean precision at the rank of each positive (scores descending)."""
-    order = np.argsort(-scores, kind="stable")
-    hit = positives[order].astype(bool)
-    if not hit.any():
-        return float("nan")
-    prec = np.cumsum(hit) / np.arange(1, len(hit) + 1)
-    return float(prec[hit].mean())
-
-
-def classification_map(outputs: dict[str, BaseOutputs], ds: Dataset,
-                       video_ids: Iterable[str | Video]) -> float:
-    """Video classification mAP: mean over classes with a positive video of the AP of the
-    video scores against the video-level labels of ``video_ids``."""
-    ids = _ids(video_ids)
-    missing = [v for v in ids if v not in outputs]
-    if missing:
-        raise AcnError(f"classification_map: no base outputs for videos {missing[:3]}")
-    y = label_matrix(ds, ids)
-    s = np.stack([outputs[v].video_scores for v in ids])
-    aps = [average_precision(s[:, c], y[:, c]) for c in range(y.shape[1]) if y[:, c].any()]
-    if not aps:
-        raise AcnError("classification_map: none of the videos has a label")
-    return float(np.mean(aps))
-
-
-# -- storage ---------------------------------------------------------------------------------
-def _output_path(directory: Path, vid: str) -> Path:
-    if not vid or "/" in vid or "\\" in vid or vid in (".", ".."):
-        raise AcnError(f"video id {vid!r} cannot be used as a file name")
-    return Path(directory) / f"{vid}.npz"
-
-
-def save_outputs(directory: str | Path, outputs: dict[str, BaseOutputs]) -> None:
-    """Write one ``{video}.npz`` (scp, attention, video_scores) per video, atomically."""
-    directory = ensure_dir(Path(directory))
-    for vid, o in outputs.items():
-        target = _output_path(directory, vid)
-        with atomic_path(target) as tmp, open(tmp, "wb") as f:
-            np.savez(f, scp=np.asarray(o.scp, np.float32),
-                     attention=np.asarray(o.attention, np.float32),
-                     video_scores=np.asarray(o.video_scores, np.float32))
-
-
-def load_outputs(directory: str | Path, ids: Iterable[str | Video]) -> dict[str, BaseOutputs]:
-    """Read the ``.npz`` files :func:`save_outputs` wrote for ``ids`` (no pickles)."""
-    out = {}
-    for vid in _ids(ids):
-        path = _output_path(Path(directory), vid)
-        if not path.is_file():
-            raise AcnError(f"{path}: base model outputs missing for video {vid!r}")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                o = BaseOutputs(scp=z["scp"], attention=z["attention"],
-                                video_scores=z["video_scores"])
-        except (KeyError, ValueError, OSError, EOFError) as e:
-            raise AcnError(f"{path}: not a valid base-output file ({e})") from None
-        if (o.scp.ndim != 2 or o.attention.shape != (o.scp.shape[1],)
-                or o.video_scores.shape != (o.scp.shape[0],)):
-            raise AcnError(f"{path}: inconsistent shapes scp {o.scp.shape}, attention "
-                           f"{o.attention.shape}, video_scores {o.video_scores.shape}")
-        out[vid] = o
-    return out
 
 
 CHECKPOINT_FORMAT = "acn-base-model"

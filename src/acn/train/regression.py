@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from acn import distributed as dist
 from acn.localize.proposals import score_video, select_classes
 from acn.localize.segments import scp_thresholds
 from acn.model.regression import RegressionNets
+from acn.train import distributed as dist
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -80,7 +80,7 @@ def train_regression(
         labels: video id -> ground-truth class indices (used when class_source = labels).
         acn_cfg: the ``acn`` config section; train_cfg: the ``train`` section.
         checkpoint: called after each epoch with (epoch, nets, optimizer, history).
-        resume: a state from :func:`acn.pipeline` (``nets``, ``optimizer``, ``epoch``,
+        resume: a state saved by :mod:`acn.pipeline` (``nets``, ``optimizer``, ``epoch``,
             ``history``) to continue from.
         input_stats: ``(mean, std)``, each ``(D,)``, of this stream on the training videos:
             the nets standardise their input with them (:mod:`acn.model.normalize`).
