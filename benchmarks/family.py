@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from acn.ablation import choose_protocol, default_tious_for
+from acn.ablation import choose_protocol
 from acn.baselines import cas_detections, whole_video_detections
 from acn.config import resolve
 from acn.data.open import open_dataset
@@ -37,6 +37,7 @@ from acn.data.synth_family import member
 from acn.evaluate import evaluate
 from acn.fileio import write_json
 from acn.pipeline import ACN, mean_outputs
+from acn.selection import default_tious_for
 
 ROWS = ("ACN fused", "ACN flow", "ACN rgb", "CAS both", "CAS flow", "CAS rgb", "whole video")
 BASELINES = ("CAS both", "CAS flow", "CAS rgb", "whole video")

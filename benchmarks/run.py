@@ -177,7 +177,8 @@ class Setup:
         from acn.config import resolve
         from acn.data.synth import synthesize, to_dataset
         from acn.model.regression import RegressionNets
-        from acn.pipeline import ACN, STREAMS, StreamModel, _save_checkpoint, input_statistics
+        from acn.pipeline import ACN, STREAMS
+        from acn.train.stages import StreamModel, input_statistics, save_checkpoint
 
         self.videos = 40 if args.quick else None
         self.dim = 256 if args.quick else 1024
@@ -208,10 +209,10 @@ class Setup:
             if stats is not None:  # random offsets, like trained nets
                 nets.set_input_statistics(*stats)
             self.model.models[s] = StreamModel(sm.base, nets, sm.attention_threshold)
-            _save_checkpoint(self.run / "checkpoints" / f"{s}_regression.pt",
-                             {"state_dict": nets.state_dict(), "kwargs": nets.kwargs(),
-                              "config": self.cfg, "classes": self.model.classes, "stream": s,
-                              "history": []})
+            save_checkpoint(self.run / "checkpoints" / f"{s}_regression.pt",
+                            {"state_dict": nets.state_dict(), "kwargs": nets.kwargs(),
+                             "config": self.cfg, "classes": self.model.classes, "stream": s,
+                             "history": []})
         ann = self.ds.annotations
         self.test_ids = [v.id for v in ann.subset(ann.test_subset)]
         self.train_ids = [v.id for v in ann.subset(ann.train_subset)]
@@ -224,6 +225,7 @@ class Setup:
 
 # ---------------------------------------------------------------------------- figure 1
 def fig_localize(args, setup: Setup) -> Figure:
+    from acn.batching import models_on
     from acn.pipeline import STREAM_INDEX, STREAMS
     from acn.train.regression import pad_batch
 
@@ -249,7 +251,7 @@ def fig_localize(args, setup: Setup) -> Figure:
                      for b in batches]
 
     def nets_only():  # inputs already on the device: the convolutions alone
-        with torch.inference_mode(), model._models_on(dev, STREAMS):
+        with torch.inference_mode(), models_on(model.models, dev, STREAMS):
             for s in STREAMS:
                 for feats, lens in padded[s]:
                     model.models[s].nets(feats, lens, zero_padded=True)

@@ -322,7 +322,7 @@ def test_score_one_shares_lc_tables_between_stream_and_joint_scoring(tiny, train
     # video each stream's Lc tables are built once, and the scores are those of uncached calls
     import copy
 
-    import acn.pipeline as pl
+    import acn.localize.video as pl
     model, _ = trained
     model = copy.copy(model)
     model.cfg = copy.deepcopy(model.cfg)

@@ -15,7 +15,7 @@ from pathlib import Path
 from acn.data.features import Dataset
 from acn.fileio import ensure_dir, write_json, write_text
 from acn.pipeline import ACN
-from acn.selection import HELDOUT, carve_ids, carved_dataset
+from acn.selection import HELDOUT, carve_ids, carved_dataset, default_tious_for
 
 ALPHAS = (0.4, 0.5, 0.6, 0.7, 0.8)
 SCORINGS = (("coherence", "-Lc"), ("oic", "-L_OIC"), ("both", "-L"))
@@ -26,13 +26,6 @@ def choose_protocol(ds: Dataset, subset: str) -> str:
     ActivityNet's (mean over the classes with ground truth)."""
     have = {s.label for v in ds.subset(subset) for s in v.segments}
     return "thumos14" if have >= set(ds.classes) else "activitynet"
-
-
-def default_tious_for(ds: Dataset) -> tuple[float, ...]:
-    """THUMOS-like data (short actions) 0.1:0.7; ActivityNet-like 0.5:0.95."""
-    if "activitynet" in ds.annotations.name.lower():
-        return tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
-    return tuple(round(0.1 * i, 1) for i in range(1, 8))
 
 
 def carve_validation(ds: Dataset, fraction: float, seed: int) -> Dataset:

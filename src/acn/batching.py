@@ -2,14 +2,18 @@
 
 Reading one stream of a video (cached in RAM when it fits), snippet counts without loading,
 zero-padding videos of different lengths into one ``(B, T_max, D)`` batch with its mask
-(:func:`pad_batch`, into a reused buffer if asked), and the batches of one training epoch
-(shuffled, sorted by length within buckets). Units: snippets throughout.
+(:func:`pad_batch`, into a reused buffer if asked), the batches of one training epoch
+(shuffled, sorted by length within buckets), the batches of localize (sorted by length, at
+most ``localize.batch_snippets`` padded snippets each), the padding buffers a model keeps
+between localize calls, and its networks on the inference device (``localize.device``) for
+a block. Units: snippets throughout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +23,8 @@ from acn.data.features import Dataset
 from acn.errors import AcnError
 
 STREAMS = ("rgb", "flow")
+#: Column of each stream in ``Dataset.features(vid)`` (``(rgb, flow)``).
+STREAM_INDEX = {"rgb": 0, "flow": 1}
 
 
 def _check_stream(stream: str) -> int:
@@ -113,3 +119,69 @@ def _epoch_batches(lengths: np.ndarray, batch_size: int, bucket: int,
         batches += [chunk[i: i + batch_size] for i in range(0, len(chunk), batch_size)]
     order = rng.permutation(len(batches))
     return [batches[i] for i in order]
+
+
+def length_batches(ids: Iterable[str], lengths: Mapping[str, int], batch_snippets: int
+                   ) -> list[list[str]]:
+    """``ids`` sorted by length and cut into batches whose padded size (videos x the longest)
+    stays within ``batch_snippets`` (a longer video is a batch of its own)."""
+    order = sorted(ids, key=lambda v: lengths[v])
+    batches, cur = [], []
+    for vid in order:  # videos of similar length share one padded conv batch
+        if cur and (len(cur) + 1) * lengths[vid] > batch_snippets:
+            batches.append(cur)
+            cur = []
+        cur.append(vid)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+
+def inference_device(name: str) -> torch.device:
+    """``localize.device`` as a torch device, with a clear error when it is not usable here."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError) as e:
+        raise AcnError(f"localize.device={name!r}: not a device name (cpu, cuda, cuda:N)") from e
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise AcnError(f"localize.device={name!r}: no CUDA device is visible to this "
+                           f"process (torch {torch.__version__}); use localize.device=cpu")
+        if dev.index is not None and dev.index >= n:
+            raise AcnError(f"localize.device={name!r}: only {n} CUDA device(s) are visible")
+    elif dev.type != "cpu":
+        raise AcnError(f"localize.device={name!r}: only cpu and cuda are supported")
+    return dev
+
+@contextlib.contextmanager
+def padding_buffers(kept: dict[str, list[np.ndarray]], streams: Iterable[str]
+                    ) -> Iterator[dict[str, list[np.ndarray]]]:
+    """``{stream: buffer}`` for :func:`pad_batch`, kept in ``kept`` between calls; taken out
+    of it while in use, so that a concurrent call on the same object pads into its own
+    buffers instead of overwriting a batch in use."""
+    buffers = {s: kept.pop(s, []) for s in streams}
+    try:
+        yield buffers
+    finally:
+        kept.update(buffers)
+
+
+@contextlib.contextmanager
+def models_on(models: Mapping, dev: torch.device, streams: Iterable[str]) -> Iterator[None]:
+    """Move the streams' base models and regression nets (``models[s].base``, ``.nets``) to
+    ``dev`` for a block, and back to the CPU after it (everything else, e.g.
+    ``ACN.baseline``, expects them there)."""
+    if dev.type == "cpu":
+        yield
+        return
+    try:
+        for s in streams:
+            models[s].base.to(dev)
+            models[s].nets.to(dev)
+        yield
+    finally:
+        for s in streams:
+            models[s].base.to("cpu")
+            models[s].nets.to("cpu")

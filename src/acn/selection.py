@@ -40,6 +40,15 @@ from acn.errors import AcnError
 
 #: The carved videos' subset name in a carved copy of the annotations.
 HELDOUT = "heldout"
+#: ``acn.alpha`` when it is null and nothing chose it (no carved split, or no segments there).
+ALPHA_FALLBACK = 0.8
+
+
+def default_tious_for(ds: Dataset) -> tuple[float, ...]:
+    """THUMOS-like data (short actions) 0.1:0.7; ActivityNet-like 0.5:0.95."""
+    if "activitynet" in ds.annotations.name.lower():
+        return tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+    return tuple(round(0.1 * i, 1) for i in range(1, 8))
 
 
 def carve_ids(ids: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -106,7 +115,6 @@ def weighted_outputs(rgb: Mapping, flow: Mapping, rgb_weight: float) -> dict:
 def carved_average_map(ds: Dataset, val_ids: Sequence[str], detections: Mapping) -> float:
     """Average mAP (ActivityNet protocol, the dataset's default tIoUs) of ``detections``
     (``{video: [(start_s, end_s, label, score)]}``) on the carved videos ``val_ids``."""
-    from acn.ablation import default_tious_for
     from acn.evaluate import evaluate
 
     carved = carved_dataset(ds, val_ids)
@@ -124,7 +132,6 @@ def bootstrap_win_rate(ds: Dataset, val_ids: Sequence[str], a: Mapping, b: Mappi
     on the test videos. A choice that wins on most resamples is one the data supports.
     ``a``/``b``: ``{video: [(start_s, end_s, label, score)]}``. Returns a fraction in [0, 1].
     """
-    from acn.ablation import default_tious_for
     from acn.evaluate import evaluate
 
     ids = list(val_ids)
@@ -194,8 +201,6 @@ def check_weights(weights: Sequence[float]) -> list[float]:
 
 
 def default_tious(ds: Dataset) -> str:
-    from acn.ablation import default_tious_for
-
     t = default_tious_for(ds)
     return f"{t[0]:g}:{t[-1]:g}"
 

@@ -1,8 +1,8 @@
 """What a trained base model says about videos, and what is measured on it.
 
 :class:`BaseOutputs` (SCP ``(C, T)``, attention ``(T,)``, video scores ``(C,)`` of one video
-and one stream) is what ACN's proposal stage and the CAS baselines read;
-:func:`calibrate_attention` turns the training videos' attention into a threshold,
+and one stream) is what ACN's proposal stage and the CAS baselines read (of both streams at
+once: their weighted mean, :func:`mean_outputs`); :func:`calibrate_attention` turns the training videos' attention into a threshold,
 :func:`classification_map` measures video classification against the weak labels, and
 :func:`save_outputs` / :func:`load_outputs` keep the outputs of the training videos in a run
 folder (``.npz``, no pickles). Units: snippets throughout.
@@ -37,6 +37,17 @@ class BaseOutputs:
     attention: np.ndarray
     video_scores: np.ndarray
 
+
+
+def mean_outputs(outputs: dict[str, dict[str, BaseOutputs]], vid: str,
+                 rgb_weight: float = 0.5) -> BaseOutputs:
+    """The weighted mean ``w * rgb + (1 - w) * flow`` of both streams' base outputs for one
+    video (early fusion of the CAS; ``w`` = ``localize.rgb_weight``)."""
+    w = float(rgb_weight)
+    r, f = outputs["rgb"][vid], outputs["flow"][vid]
+    return BaseOutputs(scp=w * r.scp + (1 - w) * f.scp,
+                       attention=w * r.attention + (1 - w) * f.attention,
+                       video_scores=w * r.video_scores + (1 - w) * f.video_scores)
 
 def label_matrix(ds: Dataset, ids: Sequence[str]) -> np.ndarray:
     """``(N, C)`` float32 multi-hot video labels of ``ids``."""

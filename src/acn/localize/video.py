@@ -1,0 +1,180 @@
+"""One video's proposals, from its base outputs and regressions to the detections kept.
+
+:func:`score_candidates` gathers the candidates of one video (anchor proposals, CAS segments,
+whole-video proposals; ``acn.proposals``, ``localize.whole_video``), moves their boundaries by
+the regressions and scores them by -L (``acn.score_terms``); :func:`suppress` keeps the best
+by NMS (``localize.nms``); :func:`fuse_proposals` merges the RGB and Flow proposals of a video
+as the paper does (Sec. 3.4). Segments are in snippets.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from acn.errors import AcnError
+from acn.localize.fusion import fuse_streams
+from acn.localize.nms import nms
+from acn.localize.proposals import score_video, select_classes
+from acn.localize.segments import cas_candidates, regress_segments, score_segments, scp_thresholds
+from acn.model.coherence import PrefixIntegral, feature_integral
+
+
+@dataclass
+class StreamProposals:
+    """Post-NMS proposals of one stream of one video, in snippets."""
+
+    segments: np.ndarray   # (N, 2) snippets
+    scores: np.ndarray     # (N,)
+    labels: np.ndarray     # (N,) class index
+
+
+Scored = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def score_candidates(cfg: Mapping, feats: torch.Tensor | list[torch.Tensor], out,
+                     regs: dict[int, torch.Tensor], attention_threshold: float,
+                     candidate_scps: list[np.ndarray] | None = None,
+                     lc_cache: dict[str, PrefixIntegral] | None = None,
+                     lc_keys: list[str] | None = None,
+                     group_weights: list[float] | None = None) -> Scored | None:
+    """Score one video's candidate proposals (before NMS).
+
+    ``feats``: ``(T, D)``, or a list of per-stream ``(T, D_k)`` (joint fusion): then Lc is the
+    mean of the streams' Lc (each stream's cosines count equally whatever its feature scale)
+    for CAS segments, and the cosine of the concatenated features for anchor proposals.
+    ``candidate_scps``: further ``(C, T)`` SCPs whose CAS segments join the candidates (scored
+    on ``out.scp`` like the rest). ``lc_cache``/``lc_keys``: the Lc prefix tables of each
+    entry of ``feats`` are looked up in (or added to) ``lc_cache`` under these keys, so that
+    scoring one video for a stream and again for the joint fusion builds each stream's tables
+    once; without it each stream's tables are freed as soon as they are used (one stream's at
+    a time). ``group_weights``: the weight of each entry of ``feats`` in the mean Lc (default
+    equal; a stream of weight 0 is not scored at all).
+
+    ``cfg``: the config (its ``acn`` and ``localize`` sections are read); ``out``: the
+    video's base outputs (``scp``, ``attention``, ``video_scores``); ``regs``: ``{anchor: this
+    video's regression outputs}`` (values None without regression).
+
+    Returns ``(segments (N, 2), scores (N,), labels (N,))``, or None where no candidate is left.
+    """
+    acn, loc = cfg["acn"], cfg["localize"]
+    groups = feats if isinstance(feats, list) else [feats]
+    T = groups[0].shape[0]
+
+    cache = {} if lc_cache is None else lc_cache
+    keys = lc_keys or [str(k) for k in range(len(groups))]
+
+    def integral(j: int) -> PrefixIntegral:  # built on first use, once per call at most
+        if keys[j] not in cache:
+            cache[keys[j]] = feature_integral(groups[j], acn["lc_features"])
+        return cache[keys[j]]
+
+    def release(j: int) -> None:  # a table nobody reuses: free it before the next one
+        if lc_cache is None:
+            cache.pop(keys[j], None)
+
+    regressions = {a: (r if acn["regression"] else None) for a, r in regs.items() if a <= T}
+    if not regressions:  # shorter than every anchor: the whole video is the proposal
+        regressions = {T: None}
+    classes = select_classes(torch.from_numpy(out.video_scores), acn["video_score_threshold"])
+    scp = torch.from_numpy(out.scp)
+    scp_thr = scp_thresholds(scp, classes, acn["scp_threshold"], acn["scp_threshold_mode"])
+    parts = []
+    if acn["proposals"] in ("anchors", "both"):
+        # one stream: its cached tables; joint: the cosine of the concatenated features
+        feats = groups[0] if len(groups) == 1 else torch.cat(groups, 1)
+        sp = score_video(feats, scp, regressions, classes,
+                         attention=torch.from_numpy(out.attention),
+                         attention_threshold=attention_threshold,
+                         alpha=acn["alpha"], scp_threshold=scp_thr,
+                         score_terms=acn["score_terms"], attention_mode=acn["attention_mode"],
+                         lc_features=acn["lc_features"], inflation=acn["inflation"],
+                         one_per_position_at_test=loc["one_per_position"],
+                         lc_integral=(integral(0) if len(groups) == 1 and classes.numel()
+                                      else None))
+        parts.append((sp.segments.double(), sp.scores.double(), sp.labels))
+    listed = []  # (row in classes, start, end) candidates scored one by one
+    if acn["proposals"] in ("cas", "both") and classes.numel():
+        cls = classes.numpy()
+        listed += [np.stack(cas_candidates(c[cls], acn["cas_thresholds"],
+                                           acn["cas_min_length"]), 1)
+                   for c in [out.scp, *(candidate_scps or [])]]
+    if loc["whole_video"] and classes.numel():
+        # where actions fill most of each video (ActivityNet) the whole video is often
+        # the best proposal, and -L ranks it among the others
+        k = classes.numel()
+        listed.append(np.stack([np.arange(k), np.zeros(k, np.int64), np.full(k, T)], 1))
+    if listed:
+        trip = np.unique(np.concatenate(listed).astype(np.int64), axis=0)
+        rows, st, en = trip[:, 0], trip[:, 1], trip[:, 2]
+        lab = classes[torch.from_numpy(rows)]
+        s2, e2 = regress_segments(torch.from_numpy(st), torch.from_numpy(en), T, regressions)
+        # -L is linear in Lc, so the mean of per-stream scores on one SCP is -L with the
+        # streams' mean Lc
+        gw = group_weights or [1.0 / len(groups)] * len(groups)
+        sc = None
+        for j in range(len(groups)):  # one stream's Lc tables in memory at a time
+            if gw[j] == 0:
+                continue
+            part = gw[j] * score_segments(integral(j), scp, lab, s2, e2, acn["inflation"],
+                                          acn["alpha"], acn["score_terms"])
+            sc = part if sc is None else sc + part
+            release(j)
+        parts.append((torch.stack([s2, e2], 1), sc, lab))
+    if not parts or sum(len(p[1]) for p in parts) == 0:
+        return None
+    seg = torch.cat([p[0] for p in parts])
+    sc = torch.cat([p[1] for p in parts])
+    lab = torch.cat([p[2] for p in parts])
+    if loc["video_score_weight"]:
+        sc = sc + loc["video_score_weight"] * torch.from_numpy(out.video_scores).double()[lab]
+    return seg, sc, lab
+
+
+def suppress(scored: Scored | None, cfg: Mapping) -> StreamProposals:
+    """The proposals NMS keeps (``localize.nms``: greedy, or soft NMS with its decayed
+    scores) of :func:`score_candidates`' output; none where it found no candidate."""
+    if scored is None:
+        return StreamProposals(np.zeros((0, 2)), np.zeros(0), np.zeros(0, dtype=np.int64))
+    seg, sc, lab = scored
+    loc = cfg["localize"]
+    if loc["nms"] == "greedy":
+        keep = nms(seg, sc, lab, iou_threshold=loc["nms_iou"], topk=loc["pre_nms_topk"],
+                   max_dets=loc["max_detections"])
+    else:
+        keep, sc_new = nms(seg, sc, lab, iou_threshold=loc["nms_iou"], method=loc["nms"],
+                           sigma=loc["soft_nms_sigma"], topk=loc["pre_nms_topk"],
+                           max_dets=loc["max_detections"])
+        sc = sc.clone()
+        sc[keep] = sc_new
+    return StreamProposals(seg[keep].numpy(), sc[keep].numpy(), lab[keep].numpy())
+
+
+def fuse_proposals(rgb: StreamProposals, flow: StreamProposals, cfg: Mapping) -> StreamProposals:
+    """Sec. 3.4: all Flow proposals + discounted RGB ones not overlapping same-class Flow."""
+    loc = cfg["localize"]
+    f = loc["fusion_rgb_factor"]
+    # "Discount" must lower a score whatever its sign (-L can be negative).
+    rgb_scores = np.where(rgb.scores >= 0, rgb.scores * f, rgb.scores / max(f, 1e-12))
+    fused = fuse_streams(flow.segments, flow.scores, flow.labels, rgb.segments, rgb_scores,
+                         rgb.labels, rgb_factor=1.0, iou_threshold=loc["fusion_iou"])
+    return StreamProposals(np.asarray(fused.segments), np.asarray(fused.scores),
+                           np.asarray(fused.labels))
+
+
+def check_short(cfg: Mapping, ids: list[str], lengths: Mapping[str, int]) -> None:
+    """Videos shorter than the smallest anchor: an error (``localize.short_videos=error``) or
+    a warning that each is scored as one whole-video proposal."""
+    smallest = min(cfg["acn"]["anchors"])
+    short = [v for v in ids if lengths[v] < smallest]
+    if not short:
+        return
+    msg = (f"{len(short)} video(s) are shorter than the smallest anchor ({smallest} snippets), "
+           f"e.g. {short[0]!r} with {lengths[short[0]]} snippets")
+    if cfg["localize"]["short_videos"] == "error":
+        raise AcnError(msg + "; set localize.short_videos=clip to localize them as a whole")
+    warnings.warn(msg + "; each is scored as one whole-video proposal", stacklevel=3)
