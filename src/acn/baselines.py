@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from acn.config import over_defaults
 from acn.data.annotations import Annotations
 from acn.data.features import Dataset
 from acn.errors import AcnError
@@ -73,12 +74,7 @@ DEFAULT_BASELINE_CONFIG: dict[str, Any] = {
 
 def resolve_baseline_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     """Merge ``cfg`` over :data:`DEFAULT_BASELINE_CONFIG`, validating every key."""
-    cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - set(DEFAULT_BASELINE_CONFIG))
-    if unknown:
-        raise AcnError(f"baseline config: unknown keys {unknown}; known keys: "
-                       f"{sorted(DEFAULT_BASELINE_CONFIG)}")
-    out = {**DEFAULT_BASELINE_CONFIG, **cfg}
+    out = over_defaults(cfg, DEFAULT_BASELINE_CONFIG, "baseline config")
     if out["threshold_mode"] not in ("relative", "absolute"):
         raise AcnError(f"baseline config: threshold_mode must be 'relative' or 'absolute', got "
                        f"{out['threshold_mode']!r}")

@@ -136,6 +136,16 @@ def merge(base: dict, override: dict, where: str, prefix: str = "") -> dict:
     return out
 
 
+def over_defaults(cfg: Any, default: dict[str, Any], what: str) -> dict[str, Any]:
+    """A flat ``cfg`` (a mapping or None) merged over ``default``; a key ``default`` lacks
+    raises :class:`AcnError` naming ``what`` and the known keys."""
+    cfg = dict(cfg or {})
+    unknown = sorted(set(cfg) - set(default))
+    if unknown:
+        raise AcnError(f"{what}: unknown keys {unknown}; known keys: {sorted(default)}")
+    return {**default, **cfg}
+
+
 def parse_set(items: list[str]) -> dict:
     """``["acn.alpha=0.5", "train.epochs=2"]`` -> nested dict (values parsed as YAML)."""
     out: dict = {}

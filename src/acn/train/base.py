@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from acn.batching import _check_stream, _epoch_batches, _ids, _lengths, _StreamReader, pad_batch
+from acn.config import over_defaults
 from acn.data.annotations import Video
 from acn.data.features import Dataset
 from acn.errors import AcnError
@@ -105,12 +106,7 @@ _MODEL_KEYS = ("hidden", "kernel_size", "dropout", "input_dropout", "head", "k_d
 # -- configuration ---------------------------------------------------------------------------
 def resolve_base_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     """Merge ``cfg`` over :data:`DEFAULT_BASE_CONFIG`; unknown keys raise :class:`AcnError`."""
-    cfg = dict(cfg or {})
-    unknown = sorted(set(cfg) - set(DEFAULT_BASE_CONFIG))
-    if unknown:
-        raise AcnError(f"base model config: unknown keys {unknown}; known keys: "
-                       f"{sorted(DEFAULT_BASE_CONFIG)}")
-    out = {**DEFAULT_BASE_CONFIG, **cfg}
+    out = over_defaults(cfg, DEFAULT_BASE_CONFIG, "base model config")
     for key in ("epochs", "batch_size", "bucket"):
         if not isinstance(out[key], int) or out[key] < 1:
             raise AcnError(f"base model config: {key} must be a positive integer, got {out[key]!r}")
