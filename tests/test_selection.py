@@ -208,3 +208,25 @@ def test_bootstrap_win_rate_follows_a_clear_lead_and_a_tie(tiny):
     mixed_b = {v: (off[v] if i % 2 else truth[v]) for i, v in enumerate(ids)}
     rate = selection.bootstrap_win_rate(tiny, ids, mixed_a, mixed_b, 0.0, rounds=60, seed=3)
     assert 0.1 < rate < 0.9
+
+
+@settings(max_examples=100, deadline=None)
+@given(values=st.lists(st.floats(0, 1), min_size=1, max_size=10),
+       tol=st.sampled_from([1e-6, 0.005, 0.05]))
+def test_best_choice_takes_the_nearest_to_the_fallback_within_the_tolerance(values, tol):
+    keys = [(w, a) for w in (0.0, 0.25, 0.5, 0.75, 1.0) for a in (0.6, 0.8)][: len(values)]
+    scores = dict(zip(keys, values))
+    prefer = (0.5, 0.8)
+    got = selection.best_choice(scores, prefer, tol)
+    best = max(values)
+    assert scores[got] >= best - tol
+    dist = {k: abs(k[0] - prefer[0]) + abs(k[1] - prefer[1]) for k in keys}
+    # brute force: no key within the tolerance is nearer the fallback
+    assert all(dist[k] >= dist[got] for k in keys if scores[k] >= best - tol)
+
+
+def test_best_choice_keeps_the_fallback_against_a_lead_inside_the_tolerance():
+    scores = {(0.75, 0.8): 0.4511, (0.5, 0.8): 0.4495, (1.0, 0.8): 0.40}
+    assert selection.best_choice(scores, (0.5, 0.8), 0.005) == (0.5, 0.8)
+    assert selection.best_choice(scores, (0.5, 0.8), 0.001) == (0.75, 0.8)
+    assert selection.best_choice({(True,): 0.3, (False,): 0.2}, (False,), 0.005) == (True,)

@@ -209,7 +209,7 @@ def choose_scoring(model, ds: Dataset, val_ids: list[str],
     finally:
         cfg["acn"]["alpha"], loc["whole_video"] = saved
     scores = {k: selection.carved_average_map(ds, val_ids, d) for k, d in dets.items()}
-    w, a, h = selection.best_choice(scores, (0.5, ALPHA_FALLBACK, False))
+    w, a, h = selection.best_choice(scores, (0.5, ALPHA_FALLBACK, False), sel["tolerance"])
     if loc["rgb_weight"] is None:
         loc["rgb_weight"] = w
     if cfg["acn"]["alpha"] is None:
