@@ -93,6 +93,7 @@ def run_one(args, k: int, seed: int) -> dict:
            "rgb_weight": model.rgb_weight(), "alpha": model.cfg["acn"]["alpha"],
            "regression": model.cfg["acn"]["regression"],
            "whole_video": model.cfg["localize"]["whole_video"],
+           "nms_iou": model.cfg["localize"]["nms_iou"],
            "anchors": model.cfg["acn"]["anchors"],
            "config_overrides": args.set, "config": args.config}
     write_json(target, out)
@@ -116,7 +117,7 @@ def table(out: Path, preset: str, tags: list[str] | None) -> str:
         keys = sorted({_label(r) for r in mine})
         lines += [f"### {tag} ({preset}; mAP@0.5 / average mAP, mean over seeds)", "",
                   "| member | seeds | " + " | ".join(ROWS) + " | fused - best baseline |"
-                  " chosen: w_rgb, α, regression, whole video | base learned (rgb/flow) |",
+                  " chosen: w_rgb, α, regression, whole video, NMS | base learned (rgb/flow) |",
                   "|---" * (len(ROWS) + 5) + "|"]
         agg: dict[str, list] = {n: [] for n in ROWS}
         margins = []
@@ -132,7 +133,8 @@ def table(out: Path, preset: str, tags: list[str] | None) -> str:
             learned = "/".join("".join("y" if r["base"][s]["learned"] else "n" for r in rs)
                                for s in ("rgb", "flow"))
             chosen = "; ".join(f"{r['rgb_weight']:g}, {r.get('alpha')}, "
-                               f"{r.get('regression', '')}, {r.get('whole_video', '')}" for r in rs)
+                               f"{r.get('regression', '')}, {r.get('whole_video', '')}, "
+                               f"{r.get('nms_iou', '')}" for r in rs)
             lines.append(f"| {key[2]} | {len(rs)} | " + " | ".join(
                 f"{mean[n][0]:.1f} / {mean[n][1]:.1f}" for n in ROWS)
                 + f" | {m05:+.1f} / {mavg:+.1f} | {chosen} | {learned} |")

@@ -140,6 +140,10 @@ def test_fit_reports_a_stream_that_did_not_learn_and_leaves_it_out(tiny, tmp_pat
     assert log["selection"]["scoring"]["chosen"]["alpha"] in cfg["select"]["alphas"]
     assert len(log["selection"]["scoring"]["scores"]) == 5 * 2 * 2  # weights x alphas x whole
     assert isinstance(model.cfg["localize"]["whole_video"], bool)
+    nms = log["selection"]["scoring"]["nms_scores"]
+    assert sorted(nms) == ["0.3", "0.4", "0.5", "0.6"]
+    assert model.cfg["localize"]["nms_iou"] == selection.best_choice(
+        {(float(k),): v for k, v in nms.items()}, (0.4,), 0.005)[0]
     # regression nets trained on the fit split were compared with the CAS boundaries
     reg = log["selection"]["regression"]
     assert 0 <= reg["without_regression"] <= 1 and 0 <= reg["with_regression"] <= 1
@@ -152,6 +156,7 @@ def test_fit_reports_a_stream_that_did_not_learn_and_leaves_it_out(tiny, tmp_pat
     written = _read_yaml((tmp_path / "run" / "config.yaml").read_text(), "config")
     assert written["localize"]["rgb_weight"] == model.rgb_weight() >= 0.75
     assert written["localize"]["whole_video"] == model.cfg["localize"]["whole_video"]
+    assert written["localize"]["nms_iou"] == model.cfg["localize"]["nms_iou"]
     assert set(written["base"]["per_stream"]) == {"rgb", "flow"}
 
 

@@ -47,6 +47,7 @@ NULLABLE: dict[str, Any] = {
     "acn.anchors": [],
     "localize.rgb_weight": 0.0,
     "localize.whole_video": False,
+    "localize.nms_iou": 0.0,
     "base.per_stream": {},
 }
 

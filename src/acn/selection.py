@@ -42,6 +42,15 @@ from acn.errors import AcnError
 HELDOUT = "heldout"
 #: ``acn.alpha`` when it is null and nothing chose it (no carved split, or no segments there).
 ALPHA_FALLBACK = 0.8
+#: The config values chosen per dataset when left null, and what each takes when nothing
+#: chose it (no carved split, or no segments on it): ``(section, key): fallback``.
+CHOSEN_FALLBACKS: dict[tuple[str, str], object] = {
+    ("base", "per_stream"): {},
+    ("localize", "rgb_weight"): 0.5,
+    ("acn", "alpha"): ALPHA_FALLBACK,
+    ("localize", "whole_video"): False,
+    ("localize", "nms_iou"): 0.4,
+}
 
 
 def default_tious_for(ds: Dataset) -> tuple[float, ...]:

@@ -93,7 +93,8 @@ def run_train(args: argparse.Namespace) -> int:
                      f"{h['mean_abs_offset_over_P']:.3f}")
         print(line)
     chosen = [f"fusion RGB weight {model.rgb_weight():g}, alpha {model.cfg['acn']['alpha']:g}, "
-              f"whole-video proposals {'on' if model.cfg['localize']['whole_video'] else 'off'}"
+              f"whole-video proposals {'on' if model.cfg['localize']['whole_video'] else 'off'}, "
+              f"NMS IoU {model.cfg['localize']['nms_iou']:g}"
               + (f" ({sel['scoring']['criterion']} on {sel['validation_videos']} carved "
                  "training videos)" if sel.get("scoring") else "")]
     if log.get("anchors"):

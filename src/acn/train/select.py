@@ -3,7 +3,7 @@ the training videos (the rules they apply, and why, are :mod:`acn.selection`).
 
 :func:`select` trains each stream's base model on the fit split (trying the fallback
 recipes where one did not learn) and chooses the fusion's RGB weight, ``acn.alpha`` and the
-whole-video proposals (:func:`choose_scoring`); :func:`check_regression` keeps the
+whole-video proposals and the NMS IoU (:func:`choose_scoring`); :func:`check_regression` keeps the
 regression nets only where they beat the CAS boundaries; :func:`choose_anchors` sizes the
 anchors from the CAS. Values left null that nothing chose take their fallbacks
 (:func:`fill_unchosen`). The functions take the :class:`~acn.pipeline.ACN` being fitted as
@@ -12,6 +12,7 @@ anchors from the CAS. Values left null that nothing chose take their fallbacks
 
 from __future__ import annotations
 
+import copy
 import time
 
 import numpy as np
@@ -23,7 +24,7 @@ from acn.data.features import Dataset
 from acn.errors import AcnError
 from acn.localize.segments import cas_candidates
 from acn.model.coherence import PrefixIntegral
-from acn.selection import ALPHA_FALLBACK
+from acn.selection import ALPHA_FALLBACK, CHOSEN_FALLBACKS
 from acn.train import base as bt
 from acn.train import distributed as dist
 from acn.train import outputs as bo
@@ -31,19 +32,18 @@ from acn.train.outputs import mean_outputs
 from acn.train.regression import train_regression
 from acn.train.stages import StreamModel, input_statistics, stream_recipe
 
+#: The values :func:`choose_scoring` chooses on the carved videos' localization mAP.
+SCORING_KEYS = (("localize", "rgb_weight"), ("acn", "alpha"), ("localize", "whole_video"),
+                ("localize", "nms_iou"))
+
 
 def fill_unchosen(model) -> None:
     """Values left null that nothing chose (no carved split) take their fallbacks, so
     that RUN/config.yaml says what was used."""
     cfg = model.cfg
-    if cfg["base"]["per_stream"] is None:
-        cfg["base"]["per_stream"] = {}
-    if cfg["localize"]["rgb_weight"] is None:
-        cfg["localize"]["rgb_weight"] = 0.5
-    if cfg["acn"]["alpha"] is None:
-        cfg["acn"]["alpha"] = ALPHA_FALLBACK
-    if cfg["localize"]["whole_video"] is None:
-        cfg["localize"]["whole_video"] = False
+    for (sec, key), fallback in CHOSEN_FALLBACKS.items():
+        if cfg[sec][key] is None:
+            cfg[sec][key] = copy.deepcopy(fallback)
     a = cfg["acn"]["alpha"]
     if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0.0 <= a <= 1.0:
         raise AcnError(f"acn.alpha must be a number in [0, 1] or null, got {a!r}")
@@ -53,9 +53,8 @@ def fill_unchosen(model) -> None:
 def selection_pending(model) -> bool:
     """Whether something is left to choose on carved training videos."""
     cfg = model.cfg
-    return cfg["select"]["validation_fraction"] > 0 and (
-        cfg["base"]["per_stream"] is None or cfg["localize"]["rgb_weight"] is None
-        or cfg["acn"]["alpha"] is None or cfg["localize"]["whole_video"] is None)
+    return cfg["select"]["validation_fraction"] > 0 and any(
+        cfg[sec][key] is None for sec, key in CHOSEN_FALLBACKS)
 
 
 def select(model, ds: Dataset, ids: list[str], base_cfg: dict,
@@ -99,8 +98,7 @@ def select(model, ds: Dataset, ids: list[str], base_cfg: dict,
                                   "validation_map": best[1]}
     if cfg["base"]["per_stream"] is None:
         cfg["base"]["per_stream"] = chosen
-    if (cfg["localize"]["rgb_weight"] is None or cfg["acn"]["alpha"] is None
-            or cfg["localize"]["whole_video"] is None):
+    if any(cfg[sec][key] is None for sec, key in SCORING_KEYS):
         if any(ds.video(v).segments for v in val_ids):
             log["scoring"] = choose_scoring(model, ds, val_ids, val_outputs)
         else:  # weak labels only: the weights follow classification, alpha its fallback
@@ -194,7 +192,9 @@ def choose_scoring(model, ds: Dataset, val_ids: list[str],
     wholes = [loc["whole_video"]] if loc["whole_video"] is not None else [False, True]
     grid = [(w, a, h) for w in ws for a in alphas for h in wholes]
     dets: dict[tuple, dict] = {k: {} for k in grid}
-    saved = cfg["acn"]["alpha"], loc["whole_video"]
+    saved = cfg["acn"]["alpha"], loc["whole_video"], loc["nms_iou"]
+    if loc["nms_iou"] is None:  # chosen next, with the values chosen here
+        loc["nms_iou"] = CHOSEN_FALLBACKS[("localize", "nms_iou")]
     try:
         for v in val_ids:  # one video's Lc tables at a time, shared by the whole grid
             feats = [torch.from_numpy(f) for f in ds.features(v, model.feature_dim)]
@@ -207,7 +207,7 @@ def choose_scoring(model, ds: Dataset, val_ids: list[str],
                                     group_weights=[w, 1 - w])
                 dets[(w, a, h)][v] = model.to_seconds(ds, v, p)
     finally:
-        cfg["acn"]["alpha"], loc["whole_video"] = saved
+        cfg["acn"]["alpha"], loc["whole_video"], loc["nms_iou"] = saved
     scores = {k: selection.carved_average_map(ds, val_ids, d) for k, d in dets.items()}
     w, a, h = selection.best_choice(scores, (0.5, ALPHA_FALLBACK, False), sel["tolerance"])
     if loc["rgb_weight"] is None:
@@ -216,11 +216,45 @@ def choose_scoring(model, ds: Dataset, val_ids: list[str],
         cfg["acn"]["alpha"] = a
     if loc["whole_video"] is None:
         loc["whole_video"] = bool(h)
+    nms_scores = {}
+    if loc["nms_iou"] is None:  # then the NMS IoU, with the values just chosen
+        fallback = CHOSEN_FALLBACKS[("localize", "nms_iou")]
+        nms_scores = _nms_scores(model, ds, val_ids, val_outputs, sel["nms_ious"])
+        loc["nms_iou"] = selection.best_choice(nms_scores, (fallback,), sel["tolerance"])[0]
     return {"criterion": f"average mAP over tIoU {selection.default_tious(ds)} of ACN's "
                          "joint -L scoring of CAS proposals (no regression)",
-            "chosen": {"rgb_weight": w, "alpha": a, "whole_video": bool(h)},
+            "chosen": {"rgb_weight": w, "alpha": a, "whole_video": bool(h),
+                       "nms_iou": loc["nms_iou"]},
             "scores": {f"w={k[0]:g} alpha={k[1]:g} whole_video={k[2]}": v
-                       for k, v in scores.items()}}
+                       for k, v in scores.items()},
+            "nms_scores": {f"{k[0]:g}": v for k, v in nms_scores.items()}}
+
+
+def _nms_scores(model, ds: Dataset, val_ids: list[str],
+                val_outputs: dict[str, dict[str, bo.BaseOutputs]],
+                ious: list[float]) -> dict[tuple[float], float]:
+    """Carved average mAP of the joint -L scoring (chosen weight, alpha, whole-video
+    proposals; no regression) under each NMS IoU of ``ious``: long actions that fill a video
+    want a looser NMS than short ones (family: 0.6 best on ActivityNet-like data, 0.3-0.4 on
+    THUMOS14-like)."""
+    loc = model.cfg["localize"]
+    w = model.rgb_weight()
+    dets: dict[tuple[float], dict] = {(float(t),): {} for t in ious}
+    saved = loc["nms_iou"]
+    try:
+        for v in val_ids:
+            feats = [torch.from_numpy(f) for f in ds.features(v, model.feature_dim)]
+            one = {s: {v: val_outputs[s][v]} for s in STREAMS}
+            cache: dict[str, PrefixIntegral] = {}
+            for (t,) in dets:
+                loc["nms_iou"] = t
+                p = model._score_one(feats, mean_outputs(one, v, w), {1: None}, float("-inf"),
+                                    lc_cache=cache, lc_keys=list(STREAMS),
+                                    group_weights=[w, 1 - w])
+                dets[(t,)][v] = model.to_seconds(ds, v, p)
+    finally:
+        loc["nms_iou"] = saved
+    return {k: selection.carved_average_map(ds, val_ids, d) for k, d in dets.items()}
 
 
 def choose_anchors(model, ds: Dataset, ids: list[str],

@@ -110,8 +110,7 @@ def reuse_base(model, src: Path, run: Path, stream: str, ids: list[str], base_pa
     cfg = model.cfg
     net, meta = load_base_checkpoint(src / "checkpoints" / f"{stream}_base.pt")
     check_compatible(model, meta, base_path)
-    for sec, key in (("localize", "rgb_weight"), ("base", "per_stream"),
-                     ("acn", "alpha"), ("localize", "whole_video")):
+    for sec, key in selection.CHOSEN_FALLBACKS:
         if cfg[sec][key] is None:  # what that run chose with these base models
             cfg[sec][key] = meta.get("config", {}).get(sec, {}).get(key)
     outputs = load_outputs(src / "base_outputs" / stream, ids)
