@@ -13,12 +13,14 @@ and, on that split only (never the test subset):
    epochs) until one learns (if none does, the one with the best carved-validation
    classification mAP is kept). A stream that still did not learn is reported (terminal and
    ``train_log.json``);
-2. **weighs the two streams and the two loss terms** (``localize.rgb_weight``, ``acn.alpha``):
-   the pair among ``select.rgb_weights`` x ``select.alphas`` whose joint -L scoring of the
-   CAS proposals scores the best average mAP on the carved videos (:func:`best_choice`; RGB
-   weights 0 and 1 are candidates, so a weak stream can be left out entirely). Without
-   segment annotations on the training videos the weight follows the streams'
-   carved-validation classification mAP instead (:func:`choose_rgb_weight`);
+2. **weighs the two streams and the two loss terms, and picks the candidates and the NMS**
+   (``localize.rgb_weight``, ``acn.alpha``, ``localize.whole_video``, then
+   ``localize.nms_iou``): the values whose joint -L scoring of the proposals scores the best
+   average mAP on the carved videos, a lead under ``select.tolerance`` going to the fallback
+   (:func:`best_choice`; RGB weights 0 and 1 are candidates, so a weak stream can be left
+   out entirely). Without segment annotations on the training videos the weight follows the
+   streams' carved-validation classification mAP instead (:func:`choose_rgb_weight`) and
+   the rest take their fallbacks (:data:`CHOSEN_FALLBACKS`);
 3. **checks the regression nets**: nets trained on the fit split localize the carved videos
    with and without regression; regression is kept only where it wins by a margin on the
    carved videos and on most bootstrap resamples of them (:func:`bootstrap_win_rate`);
