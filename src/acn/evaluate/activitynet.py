@@ -44,9 +44,19 @@ def match_greedy(iou: np.ndarray, tious: np.ndarray) -> np.ndarray:
     ``iou`` is ``(D, G)``: detections (rows, in rank order) by ground truths (columns, in
     their given order). Returns ``(T, D)`` bool: detection ``d`` matched at ``tious[t]``.
     """
+    return match_greedy_gt(iou, tious) >= 0
+
+
+def match_greedy_gt(iou: np.ndarray, tious: np.ndarray) -> np.ndarray:
+    """:func:`match_greedy`, saying which ground truth each true positive takes.
+
+    Returns ``(T, D)`` int64: the column of ``iou`` (ground truth) that detection ``d`` matches
+    at ``tious[t]``, or -1 where it is a false positive. The error diagnosis
+    (:mod:`acn.evaluate.diagnose`) needs the matched instance, not only the flag.
+    """
     tious = np.asarray(tious, dtype=np.float64)
     n_det, n_gt = iou.shape
-    tp = np.zeros((len(tious), n_det), dtype=bool)
+    tp = np.full((len(tious), n_det), -1, dtype=np.int64)
     if n_det == 0 or n_gt == 0:
         return tp
     # Only detections reaching the lowest threshold with some ground truth can match; all
@@ -63,7 +73,7 @@ def match_greedy(iou: np.ndarray, tious: np.ndarray) -> np.ndarray:
         t_idx, r_idx = np.nonzero(n_cand[:, ts].T == 1)  # sorted by threshold, then rank
         g_idx = reach[r_idx, ts[t_idx], :].argmax(axis=1)
         _, first = np.unique(t_idx * n_gt + g_idx, return_index=True)
-        tp[ts[t_idx[first]], rows[r_idx[first]]] = True
+        tp[ts[t_idx[first]], rows[r_idx[first]]] = g_idx[first]
 
     # Elsewhere, the sequential greedy, vectorised over the remaining thresholds.
     ts = np.flatnonzero(~simple)
@@ -76,7 +86,7 @@ def match_greedy(iou: np.ndarray, tious: np.ndarray) -> np.ndarray:
             masked = np.where(ok, iou[d][None, :], -1.0)
             best = masked.argmax(axis=1)  # first ground truth among equal tIoUs
             hit = masked[t_range, best] >= 0.0
-            tp[ts[hit], d] = True
+            tp[ts[hit], d] = best[hit]
             locked[t_range[hit], best[hit]] = True
     return tp
 
@@ -94,30 +104,27 @@ def interpolated_ap(tp: np.ndarray, npos: int) -> np.ndarray:
     return np.sum(steps * monotone, axis=1)
 
 
-def average_precision(gt_video: np.ndarray, gt_label: np.ndarray, gt_start: np.ndarray,
-                      gt_end: np.ndarray, det_video: np.ndarray, det_label: np.ndarray,
-                      det_start: np.ndarray, det_end: np.ndarray, det_score: np.ndarray,
-                      n_classes: int, tious: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """AP per class and threshold under the ActivityNet protocol.
+def ranked_matches(gt_video: np.ndarray, gt_label: np.ndarray, gt_start: np.ndarray,
+                   gt_end: np.ndarray, det_video: np.ndarray, det_label: np.ndarray,
+                   det_start: np.ndarray, det_end: np.ndarray, det_score: np.ndarray,
+                   n_classes: int, tious: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ActivityNet matching of every detection, per class and threshold.
 
-    Videos and classes are integer codes; video codes must follow sorted video id order (ties
-    between equal scores are broken by them). Times in seconds. Ground-truth rows keep their
-    order within a video (it breaks ties between equal tIoUs). Returns ``(ap, npos)``:
-    ``ap`` is ``(n_classes, T)`` with NaN for classes without ground truth, ``npos`` the
-    ground-truth count per class.
+    Arguments as :func:`average_precision`. Returns ``(order, matched)``: ``order`` ``(N,)``
+    the detections' rank order (:func:`~acn.evaluate.grouping.rank_order`), ``matched``
+    ``(T, N)`` int64 with columns in that order: the ground-truth ROW (index into the ``gt_*``
+    arrays) that the detection takes at ``tious[t]``, or -1 for a false positive.
     """
     tious = np.asarray(tious, dtype=np.float64)
-    n_t = len(tious)
     gt_label = np.asarray(gt_label, dtype=np.int64)
     det_label = np.asarray(det_label, dtype=np.int64)
-    npos = np.bincount(gt_label, minlength=n_classes)
 
     # Rank all detections once; group them by (video, class), keeping rank order in a group.
     order = rank_order(det_video, det_score)
     d_video, d_label = np.asarray(det_video)[order], det_label[order]
     d_start = np.asarray(det_start, dtype=np.float64)[order]
     d_end = np.asarray(det_end, dtype=np.float64)[order]
-    tp = np.zeros((n_t, len(order)), dtype=bool)  # columns in rank order
+    matched = np.full((len(tious), len(order)), -1, dtype=np.int64)  # columns in rank order
 
     g_key = np.asarray(gt_video, dtype=np.int64) * n_classes + gt_label
     g_perm, g_spans = grouped(g_key)
@@ -131,7 +138,29 @@ def average_precision(gt_video: np.ndarray, gt_label: np.ndarray, gt_start: np.n
         cols = d_perm[lo:hi]
         iou = tiou_matrix(d_start[cols], d_end[cols], g_start[glo:ghi], g_end[glo:ghi],
                           union="sum")
-        tp[:, cols] = match_greedy(iou, tious)
+        col = match_greedy_gt(iou, tious)
+        matched[:, cols] = np.where(col >= 0, g_perm[glo + np.maximum(col, 0)], -1)
+    return order, matched
+
+
+def average_precision(gt_video: np.ndarray, gt_label: np.ndarray, gt_start: np.ndarray,
+                      gt_end: np.ndarray, det_video: np.ndarray, det_label: np.ndarray,
+                      det_start: np.ndarray, det_end: np.ndarray, det_score: np.ndarray,
+                      n_classes: int, tious: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AP per class and threshold under the ActivityNet protocol.
+
+    Videos and classes are integer codes; video codes must follow sorted video id order (ties
+    between equal scores are broken by them). Times in seconds. Ground-truth rows keep their
+    order within a video (it breaks ties between equal tIoUs). Returns ``(ap, npos)``:
+    ``ap`` is ``(n_classes, T)`` with NaN for classes without ground truth, ``npos`` the
+    ground-truth count per class.
+    """
+    n_t = len(np.atleast_1d(tious))
+    npos = np.bincount(np.asarray(gt_label, dtype=np.int64), minlength=n_classes)
+    order, matched = ranked_matches(gt_video, gt_label, gt_start, gt_end, det_video, det_label,
+                                    det_start, det_end, det_score, n_classes, tious)
+    tp = matched >= 0
+    d_label = np.asarray(det_label, dtype=np.int64)[order]
 
     ap = np.full((n_classes, n_t), np.nan)
     c_perm, c_spans = grouped(d_label)
