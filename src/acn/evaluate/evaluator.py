@@ -179,6 +179,115 @@ def _id_hint(unknown: Sequence[str], known: set[str]) -> str:
     return ""
 
 
+@dataclass(frozen=True, eq=False)
+class FlatTables:
+    """Ground truth and detections of one subset as flat, integer-coded arrays.
+
+    Video codes index ``videos`` (the subset, sorted by id: the protocols break score ties by
+    them); class codes index the dataset's ``classes``. Times in seconds.
+
+    Attributes:
+        videos: the subset's videos, sorted by id.
+        gt_video, gt_label, gt_start, gt_end: ``(G,)`` one row per ground-truth segment, in
+            the order of each video's ``segments``.
+        amb_video, amb_start, amb_end: ``(A,)`` ambiguous segments (THUMOS14).
+        det_video, det_label, det_start, det_end, det_score: ``(N,)`` the kept detections,
+            in input order.
+        num_dropped: detections dropped because their video is not in the subset.
+        videos_without_detections: videos of the subset the detections do not mention.
+    """
+
+    videos: list[Any]
+    gt_video: np.ndarray
+    gt_label: np.ndarray
+    gt_start: np.ndarray
+    gt_end: np.ndarray
+    amb_video: np.ndarray
+    amb_start: np.ndarray
+    amb_end: np.ndarray
+    det_video: np.ndarray
+    det_label: np.ndarray
+    det_start: np.ndarray
+    det_end: np.ndarray
+    det_score: np.ndarray
+    num_dropped: int
+    videos_without_detections: int
+
+    @property
+    def gt_arrays(self) -> tuple[np.ndarray, ...]:
+        return self.gt_video, self.gt_label, self.gt_start, self.gt_end
+
+    @property
+    def det_arrays(self) -> tuple[np.ndarray, ...]:
+        return self.det_video, self.det_label, self.det_start, self.det_end, self.det_score
+
+    @property
+    def ambiguous_arrays(self) -> tuple[np.ndarray, ...]:
+        return self.amb_video, self.amb_start, self.amb_end
+
+
+def flatten(gt: Annotations, detections: Detections | DetectionDict, subset: str,
+            ignore_unknown_videos: bool = False, where: str = "detections") -> FlatTables:
+    """The checks of :func:`evaluate` (unknown videos and labels, missing videos), then the
+    subset's ground truth and the detections on it as :class:`FlatTables`."""
+    videos = gt.subset(subset)  # sorted by id: video codes follow name order, as required
+    dets = Detections.from_dict(detections, where=where)
+
+    vid_code = {v.id: i for i, v in enumerate(videos)}
+    det_vcode = np.array([vid_code.get(n, -1) for n in dets.video_names], dtype=np.int64)
+    row_vcode = det_vcode[dets.video] if len(dets) else np.zeros(0, dtype=np.int64)
+    unknown = [n for n, c in zip(dets.video_names, det_vcode.tolist()) if c < 0]
+    num_dropped = 0
+    if unknown:
+        num_dropped = int(np.count_nonzero(row_vcode < 0))
+        other = sum(1 for n in unknown if n in gt.videos)
+        detail = (f" ({other} of them in other subsets of {gt.name!r})" if other else
+                  f" (none of them in {gt.name!r})")
+        msg = (f"{where}: {num_dropped} detections on {len(unknown)} videos that are not in "
+               f"subset {subset!r}{detail}, e.g. {', '.join(map(repr, unknown[:3]))}"
+               f"{_id_hint(unknown, set(gt.videos))}")
+        if not ignore_unknown_videos:
+            raise AcnError(msg + "; drop them with --ignore-unknown-videos "
+                                 "(ignore_unknown_videos=True)")
+        warnings.warn(msg + "; dropped", stacklevel=3)
+    keep = row_vcode >= 0
+
+    class_code = {c: i for i, c in enumerate(gt.classes)}
+    lab_code = np.array([class_code.get(n, -1) for n in dets.label_names], dtype=np.int64)
+    row_lcode = lab_code[dets.label] if len(dets) else np.zeros(0, dtype=np.int64)
+    bad = sorted({dets.label_names[i] for i in np.unique(dets.label[keep & (row_lcode < 0)])})
+    if bad:
+        n_bad = int(np.count_nonzero(keep & (row_lcode < 0)))
+        raise AcnError(f"{where}: {n_bad} detections have labels that are not classes of "
+                       f"{gt.name!r}: {bad[:10]}{' ...' if len(bad) > 10 else ''} (classes: "
+                       f"{', '.join(gt.classes[:5])}{', ...' if len(gt.classes) > 5 else ''})")
+
+    missing = len(videos) - len(set(det_vcode[det_vcode >= 0].tolist()))
+    if missing:
+        warnings.warn(f"{where}: {missing} of the {len(videos)} videos of subset {subset!r} "
+                      "have no entry in the detections; they count as detecting nothing",
+                      stacklevel=3)
+
+    gt_v, gt_l, gt_s, gt_e, amb_v, amb_s, amb_e = [], [], [], [], [], [], []
+    for i, v in enumerate(videos):
+        for seg in v.segments:
+            gt_v.append(i)
+            gt_l.append(gt.class_index(seg.label, where=f"{gt.name}: video {v.id}"))
+            gt_s.append(seg.start)
+            gt_e.append(seg.end)
+        for s, e in v.ambiguous:
+            amb_v.append(i)
+            amb_s.append(s)
+            amb_e.append(e)
+
+    return FlatTables(
+        videos, np.asarray(gt_v, dtype=np.int64), np.asarray(gt_l, dtype=np.int64),
+        np.asarray(gt_s, dtype=np.float64), np.asarray(gt_e, dtype=np.float64),
+        np.asarray(amb_v, dtype=np.int64), np.asarray(amb_s, dtype=np.float64),
+        np.asarray(amb_e, dtype=np.float64), row_vcode[keep], row_lcode[keep], dets.start[keep],
+        dets.end[keep], dets.score[keep], num_dropped, missing)
+
+
 def evaluate(gt: Annotations, detections: Detections | DetectionDict, subset: str | None = None,
              protocol: str = "activitynet", tious: Iterable[float] | None = None,
              ignore_unknown_videos: bool = False, where: str = "detections") -> EvalResult:
@@ -209,66 +318,13 @@ def evaluate(gt: Annotations, detections: Detections | DetectionDict, subset: st
     protocol = check_protocol(protocol)
     tious_t = check_tious(default_tious(protocol) if tious is None else tious)
     subset = gt.test_subset if subset is None else subset
-    videos = gt.subset(subset)  # sorted by id: video codes follow name order, as required
-    dets = Detections.from_dict(detections, where=where)
-
-    vid_code = {v.id: i for i, v in enumerate(videos)}
-    det_vcode = np.array([vid_code.get(n, -1) for n in dets.video_names], dtype=np.int64)
-    row_vcode = det_vcode[dets.video] if len(dets) else np.zeros(0, dtype=np.int64)
-    unknown = [n for n, c in zip(dets.video_names, det_vcode.tolist()) if c < 0]
-    num_dropped = 0
-    if unknown:
-        num_dropped = int(np.count_nonzero(row_vcode < 0))
-        other = sum(1 for n in unknown if n in gt.videos)
-        detail = (f" ({other} of them in other subsets of {gt.name!r})" if other else
-                  f" (none of them in {gt.name!r})")
-        msg = (f"{where}: {num_dropped} detections on {len(unknown)} videos that are not in "
-               f"subset {subset!r}{detail}, e.g. {', '.join(map(repr, unknown[:3]))}"
-               f"{_id_hint(unknown, set(gt.videos))}")
-        if not ignore_unknown_videos:
-            raise AcnError(msg + "; drop them with --ignore-unknown-videos "
-                                 "(ignore_unknown_videos=True)")
-        warnings.warn(msg + "; dropped", stacklevel=2)
-    keep = row_vcode >= 0
-
-    class_code = {c: i for i, c in enumerate(gt.classes)}
-    lab_code = np.array([class_code.get(n, -1) for n in dets.label_names], dtype=np.int64)
-    row_lcode = lab_code[dets.label] if len(dets) else np.zeros(0, dtype=np.int64)
-    bad = sorted({dets.label_names[i] for i in np.unique(dets.label[keep & (row_lcode < 0)])})
-    if bad:
-        n_bad = int(np.count_nonzero(keep & (row_lcode < 0)))
-        raise AcnError(f"{where}: {n_bad} detections have labels that are not classes of "
-                       f"{gt.name!r}: {bad[:10]}{' ...' if len(bad) > 10 else ''} (classes: "
-                       f"{', '.join(gt.classes[:5])}{', ...' if len(gt.classes) > 5 else ''})")
-
-    missing = len(videos) - len(set(det_vcode[det_vcode >= 0].tolist()))
-    if missing:
-        warnings.warn(f"{where}: {missing} of the {len(videos)} videos of subset {subset!r} "
-                      "have no entry in the detections; they count as detecting nothing",
-                      stacklevel=2)
-
-    gt_v, gt_l, gt_s, gt_e, amb_v, amb_s, amb_e = [], [], [], [], [], [], []
-    for i, v in enumerate(videos):
-        for seg in v.segments:
-            gt_v.append(i)
-            gt_l.append(gt.class_index(seg.label, where=f"{gt.name}: video {v.id}"))
-            gt_s.append(seg.start)
-            gt_e.append(seg.end)
-        for s, e in v.ambiguous:
-            amb_v.append(i)
-            amb_s.append(s)
-            amb_e.append(e)
-
-    args = (np.asarray(gt_v, dtype=np.int64), np.asarray(gt_l, dtype=np.int64),
-            np.asarray(gt_s, dtype=np.float64), np.asarray(gt_e, dtype=np.float64),
-            row_vcode[keep], row_lcode[keep], dets.start[keep], dets.end[keep], dets.score[keep],
-            len(gt.classes), np.asarray(tious_t))
+    flat = flatten(gt, detections, subset, ignore_unknown_videos, where)
+    args = (*flat.gt_arrays, *flat.det_arrays, len(gt.classes), np.asarray(tious_t))
+    videos, num_dropped, missing = flat.videos, flat.num_dropped, flat.videos_without_detections
     if protocol == "activitynet":
         ap, npos = activitynet.average_precision(*args)
     else:
-        ap, npos = thumos14.average_precision(*args, np.asarray(amb_v, dtype=np.int64),
-                                              np.asarray(amb_s, dtype=np.float64),
-                                              np.asarray(amb_e, dtype=np.float64))
+        ap, npos = thumos14.average_precision(*args, *flat.ambiguous_arrays)
     rows = np.flatnonzero(npos > 0)
     if len(rows) == 0:
         raise AcnError(f"{gt.name}: subset {subset!r} has no ground-truth segment to evaluate")
@@ -287,6 +343,6 @@ def evaluate(gt: Annotations, detections: Detections | DetectionDict, subset: st
     return EvalResult(protocol=protocol, subset=subset, tious=tious_t,
                       classes=tuple(gt.classes[c] for c in rows), ap=ap,
                       num_ground_truth=tuple(int(npos[c]) for c in rows),
-                      num_videos=len(videos), num_detections=int(np.count_nonzero(keep)),
+                      num_videos=len(videos), num_detections=len(flat.det_video),
                       num_dropped=num_dropped, videos_without_detections=missing,
                       classes_without_ground_truth=no_gt)
