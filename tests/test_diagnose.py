@@ -335,3 +335,37 @@ def test_ap_is_the_evaluators_ap(problem):
         r = evaluate(ann, detections(dets), protocol="activitynet", tious=[t])
     assert d.classes == r.classes
     assert d.ap == pytest.approx(r.ap[:, 0])
+
+
+# -- acn evaluate --diagnose ----------------------------------------------------------------
+
+
+def test_evaluate_cli_prints_and_writes_the_diagnosis(tmp_path, capsys):
+    import argparse
+    import json
+
+    from acn.cli import evaluate as cli_evaluate
+    from acn.evaluate import save_results
+
+    db = {"v1": {"subset": "validation", "duration": 100.0,
+                 "annotations": [{"segment": [0.0, 10.0], "label": "a"},
+                                 {"segment": [20.0, 30.0], "label": "b"}]},
+          "t1": {"subset": "training", "duration": 50.0,
+                 "annotations": [{"segment": [1.0, 2.0], "label": "a"}]}}
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"version": "1.3", "database": db}))
+    pred = tmp_path / "pred.json"
+    save_results(pred, {"v1": [(0.0, 10.0, "a", 0.9), (0.0, 9.0, "a", 0.8),
+                               (20.0, 30.0, "a", 0.7), (60.0, 70.0, "b", 0.6)]})
+    out = tmp_path / "eval.json"
+    parser = argparse.ArgumentParser()
+    cli_evaluate.add_arguments(parser)
+    args = parser.parse_args(["--gt", str(gt), "--pred", str(pred), "--diagnose",
+                              "--json", str(out)])
+    assert cli_evaluate.run(args) == 0
+    text = capsys.readouterr().out
+    assert "ActivityNet protocol" in text and "Error diagnosis (DETAD" in text
+    assert "double detection" in text and "Sensitivity" in text
+    js = json.loads(out.read_text())["diagnosis"]
+    assert js["all"] == {"true_positive": 1, "double_detection": 1, "wrong_label": 1,
+                         "localization": 0, "confusion": 0, "background": 1}

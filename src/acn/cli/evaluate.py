@@ -4,6 +4,10 @@ Default protocol: ``thumos14`` (the official MATLAB protocol) when the evaluated
 ambiguous segments - only THUMOS14 ground truth carries them, and its official protocol is the
 one that uses them - and ``activitynet`` otherwise. Say ``--protocol`` to choose; the table
 always names the protocol used.
+
+``--diagnose`` adds the DETAD-style error diagnosis (:mod:`acn.evaluate.diagnose`): the types
+of the false positives, the mAP gained were each type removed, and the sensitivity of AP to
+action length and to instances per video - always under ActivityNet matching at one tIoU.
 """
 
 from __future__ import annotations
@@ -50,6 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="allow reading pickled W-TALC annotation arrays (trusted files only)")
     parser.add_argument("--ignore-unknown-videos", action="store_true",
                         help="drop detections on videos outside the subset instead of failing")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="also print the DETAD-style error diagnosis: false-positive types "
+                             "(double detection, wrong label, localization, confusion, "
+                             "background), mAP gain if each were removed, sensitivity to "
+                             "action length and instances per video")
+    parser.add_argument("--diagnose-tiou", type=float, default=0.5, metavar="T",
+                        help="tIoU threshold of the diagnosis (ActivityNet matching, >= T; "
+                             "default 0.5)")
 
 
 def default_protocol(gt, subset: str) -> str:  # gt: Annotations (imported lazily)
@@ -70,10 +82,25 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(gt, detections, subset=subset, protocol=protocol, tious=args.tiou,
                       ignore_unknown_videos=args.ignore_unknown_videos, where=str(args.pred))
     print(result.format_table(per_class=args.per_class))
+    diagnosis = None
+    if args.diagnose:
+        import warnings
+
+        from acn.evaluate.diagnose import diagnose
+
+        with warnings.catch_warnings():  # the same checks as evaluate's: warned once, above
+            warnings.simplefilter("ignore")
+            diagnosis = diagnose(gt, detections, subset=subset, tiou=args.diagnose_tiou,
+                                 ignore_unknown_videos=args.ignore_unknown_videos,
+                                 where=str(args.pred))
+        print()
+        print(diagnosis.format_table())
     if args.json is not None:
         obj = result.to_json()
         obj["ground_truth"] = str(args.gt)
         obj["predictions"] = str(args.pred)
+        if diagnosis is not None:
+            obj["diagnosis"] = diagnosis.to_json()
         write_json(args.json, obj)
         print(f"wrote {args.json}")
     return 0
