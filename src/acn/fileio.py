@@ -1,15 +1,36 @@
-"""Atomic file writes: a crash never leaves a half-written output behind.
+"""Every byte acn writes goes through one helper, :func:`write_bytes`: a crash never leaves a
+half-written output behind, a full disk is one clear error, and checkpoints and features carry
+a checksum that is verified when they are read.
 
-Every output of acn (checkpoints, predictions, features, configs) is written to a temporary
-file in the destination folder and renamed over the target, which is atomic on POSIX.
+- **Atomic**: the data goes to a hidden temporary file beside the target
+  (``.NAME.XXXX.tmp``), is flushed to disk (fsync) and renamed over the target, which is atomic
+  on POSIX: a SIGKILL or power cut leaves the old file or the complete new one, never half a
+  file. The new file gets the usual ``0o666 & ~umask`` permissions.
+- **Disk full** (or any ``OSError`` while writing): :class:`~acn.errors.AcnError`
+  ``PATH: cannot write (No space left on device); the previous file is unchanged``; the
+  temporary file is removed.
+- **Checksums** (``checksum=True``: checkpoints, base outputs, extracted features): the
+  file's SHA-256 is recorded in a sidecar ``NAME.sha256`` (``sha256sum`` format, so
+  ``sha256sum -c NAME.sha256`` checks it too) and :func:`verify_checksum` checks it before the
+  file is loaded: a truncated or bit-flipped file is an error, never loaded as garbage. While
+  the rename happens the sidecar accepts the old and the new digest (written before the
+  rename, narrowed to the new one after it), so a kill at any point leaves a pair that verifies.
+
+Fault injection, for tests only (``tests/faults``): each write passes "fault points" (before
+the data, half-way through it, before and after the rename). ``ACN_FAULT_AT=N`` sends this
+process SIGKILL at the N-th point (``N:SIGINT``: another signal); ``ACN_FAULT_TRACE=FILE``
+appends one line per point to FILE. Both are read once, at import; unset, they cost one
+boolean test per write.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -17,6 +38,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from acn.errors import AcnError
+
+CHECKSUM_SUFFIX = ".sha256"
 
 
 def ensure_dir(path: Path) -> Path:
@@ -52,44 +75,110 @@ def check_writable(path: Path) -> Path:
     return path
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
+# -- fault injection (tests only; see the module docstring) ------------------------------------
+_FAULT_AT = os.environ.get("ACN_FAULT_AT", "")
+_FAULT_TRACE = os.environ.get("ACN_FAULT_TRACE", "")
+_FAULTS = bool(_FAULT_AT or _FAULT_TRACE)
+_fault_count = 0
 
 
-@contextlib.contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it over ``target`` on success.
+def _fault_point(label: str, target: Path) -> None:
+    global _fault_count
+    _fault_count += 1
+    if _FAULT_TRACE:
+        with open(_FAULT_TRACE, "a", encoding="utf-8") as f:
+            f.write(f"{_fault_count} {label} {target}\n")
+    n, _, sig = _FAULT_AT.partition(":")
+    if n and _fault_count == int(n):
+        os.kill(os.getpid(), getattr(signal, sig or "SIGKILL"))
 
-    The data is flushed to disk before the rename, so even a power cut leaves either the old
-    file or the complete new one.
-    """
+
+# -- the one write helper ------------------------------------------------------------------------
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_current_umask()  # what open() would give a new file
+_write = os.write  # tests replace it to simulate a full disk
+_CHUNK = 1 << 20
+
+
+def _write_all(fd: int, data: bytes | memoryview, target: Path) -> None:
+    view = memoryview(data).cast("B")
+    half = len(view) // 2 if _FAULTS else 0
+    for k, part in enumerate((view[:half], view[half:])):
+        if k and _FAULTS:
+            _fault_point("write", target)  # half of the data is in the temporary file
+        pos = 0
+        while pos < len(part):
+            pos += _write(fd, part[pos: pos + _CHUNK])
+
+
+def _cannot_write(target: Path, e: OSError) -> AcnError:
+    return AcnError(f"{target}: cannot write ({e.strerror or e}); the previous file, if any, "
+                    "is unchanged")
+
+
+def write_bytes(target: Path, data: bytes, checksum: bool = False) -> None:
+    """Write ``data`` to ``target`` atomically (see the module docstring); with ``checksum``
+    also record its SHA-256 in ``target.sha256``. Every file acn writes goes through here."""
     target = Path(target)
     ensure_dir(target.parent)
     if target.is_dir():
         raise AcnError(f"{target}: is a folder; give a file name to write")
+    digest = hashlib.sha256(data).hexdigest() if checksum else None
+    if _FAULTS:
+        _fault_point("open", target)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as e:
-        raise AcnError(f"{target}: cannot write ({e.strerror})") from None
-    os.close(fd)
+        raise _cannot_write(target, e) from None
     try:
-        yield Path(tmp)
-        _fsync(Path(tmp))
         try:
-            os.replace(tmp, target)
-        except OSError as e:
-            raise AcnError(f"{target}: cannot write ({e.strerror})") from None
-    except BaseException:
+            os.fchmod(fd, _FILE_MODE)
+            _write_all(fd, data, target)
+            os.fsync(fd)  # the data is on disk before the rename makes it visible
+        finally:
+            os.close(fd)
+        side = checksum_path(target)
+        if digest is not None:
+            accepted = recorded_checksums(side)
+            if not accepted and target.is_file():
+                accepted = [sha256_file(target)]  # a file written before checksums existed
+            if digest not in accepted:  # both pass while the rename happens
+                _write_sidecar(side, target, [digest, *accepted])
+        if _FAULTS:
+            _fault_point("rename", target)
+        os.replace(tmp, target)
+        if digest is not None:
+            if _FAULTS:
+                _fault_point("renamed", target)
+            if recorded_checksums(side) != [digest]:
+                _write_sidecar(side, target, [digest])
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise _cannot_write(target, e) from None
         raise
 
 
-def write_bytes(target: Path, data: bytes) -> None:
-    with atomic_path(target) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)  # atomic_path fsyncs before the rename
+@contextlib.contextmanager
+def atomic_path(target: Path, checksum: bool = False) -> Iterator[Path]:
+    """Yield a temporary path for a writer that needs a file name (a library's ``save(path)``);
+    its content is then written to ``target`` by :func:`write_bytes`. Prefer serialising to
+    bytes and calling :func:`write_bytes` directly."""
+    target = Path(target)
+    ensure_dir(target.parent)
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as d:
+        tmp = Path(d) / target.name
+        try:
+            yield tmp
+        except OSError as e:
+            raise _cannot_write(target, e) from None
+        write_bytes(target, tmp.read_bytes(), checksum)
 
 
 def write_text(target: Path, text: str) -> None:
@@ -100,10 +189,83 @@ def write_json(target: Path, obj: Any, indent: int | None = 1) -> None:
     write_text(target, json.dumps(obj, indent=indent) + "\n")
 
 
-def save_npy(target: Path, array: np.ndarray) -> None:
+def save_npy(target: Path, array: np.ndarray, checksum: bool = False) -> None:
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    write_bytes(target, buf.getvalue())
+    write_bytes(target, buf.getbuffer(), checksum)
+
+
+def save_torch(target: Path, obj: Any) -> None:
+    """``torch.save(obj)`` to ``target`` through :func:`write_bytes`, with a checksum."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes(target, buf.getbuffer(), checksum=True)
+
+
+# -- checksums -----------------------------------------------------------------------------------
+def checksum_path(path: Path) -> Path:
+    """The sidecar ``NAME.sha256`` holding ``path``'s recorded SHA-256."""
+    path = Path(path)
+    return path.with_name(path.name + CHECKSUM_SUFFIX)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def recorded_checksums(side: Path) -> list[str]:
+    """The digests a sidecar accepts (one; two while a write is being renamed into place);
+    [] when there is no sidecar or it is unreadable."""
+    try:
+        text = Path(side).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError):
+        return []
+    out = []
+    for line in text.splitlines():
+        word = line.split(" ", 1)[0].lower()
+        if len(word) == 64 and all(c in "0123456789abcdef" for c in word):
+            out.append(word)
+    return out
+
+
+def _write_sidecar(side: Path, target: Path, digests: list[str]) -> None:
+    write_bytes(side, "".join(f"{d}  {target.name}\n" for d in digests).encode("ascii"))
+
+
+_VERIFIED: set[tuple] = set()
+
+
+def verify_checksum(path: Path, what: str = "file") -> None:
+    """Check ``path`` against the SHA-256 recorded when acn wrote it (``path.sha256``);
+    :class:`AcnError` on a mismatch. A file without a sidecar (not written by acn with a
+    checksum) passes: nothing to check against. Each version of a file is hashed once per
+    process."""
+    path = Path(path)
+    side = checksum_path(path)
+    if not side.is_file():
+        return
+    try:
+        st = path.stat()
+    except OSError:
+        return  # a missing file: the loader says so
+    key = (str(path.absolute()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key in _VERIFIED:
+        return
+    accepted = recorded_checksums(side)
+    actual = sha256_file(path)
+    if actual not in accepted:
+        raise AcnError(
+            f"{path}: checksum mismatch: the {what} is corrupt or truncated (SHA-256 "
+            f"{actual[:12]}..., recorded {accepted[0][:12] + '...' if accepted else 'nothing'} "
+            f"in {side.name}); re-run the command that wrote it (or delete {side.name} if you "
+            "replaced the file on purpose)")
+    _VERIFIED.add(key)
 
 
 class _DuplicateKey(Exception):

@@ -6,13 +6,14 @@ The x axis is the video's time in SECONDS (snippet i is drawn over
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from acn.data.annotations import Video
-from acn.fileio import atomic_path
+from acn.fileio import write_bytes
 
 Detection = tuple[float, float, str, float]
 
@@ -83,7 +84,8 @@ def plot_timeline(out: Path, video: Video, classes: Sequence[str],
     axes[-1].set_xlabel("seconds")
     fig.suptitle(title or f"{video.id} ({', '.join(video.labels) or 'unlabelled'})", fontsize=10)
     fig.tight_layout()
-    with atomic_path(Path(out)) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
+    write_bytes(Path(out), buf.getbuffer())
     return Path(out)

@@ -15,6 +15,7 @@ import numpy as np
 
 from acn.data.annotations import Annotations, Video
 from acn.errors import AcnError
+from acn.fileio import verify_checksum
 
 
 class FeatureStore(Protocol):
@@ -36,6 +37,7 @@ def load_npy(path: Path, mmap: bool = True) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise AcnError(f"{path}: feature file is missing")
+    verify_checksum(path, "feature file")  # when acn extract recorded one
     with open(path, "rb") as f:
         if f.read(6) != b"\x93NUMPY":
             raise AcnError(f"{path}: not a .npy file (no NumPy header; corrupt?)")

@@ -256,8 +256,8 @@ def write_video(out: Path, feats: ExtractedFeatures, cfg: ExtractConfig,
                 models: I3DModels | None = None) -> None:
     """Write one video's npy files, then its JSON (the JSON marks the video as done)."""
     rgb, flow = feature_paths(Path(out), feats.video_id)
-    save_npy(rgb, feats.rgb)
-    save_npy(flow, feats.flow)
+    save_npy(rgb, feats.rgb, checksum=True)  # SHA-256 sidecars, checked when loaded
+    save_npy(flow, feats.flow, checksum=True)
     write_json(video_json_path(out, feats.video_id), feats.metadata(cfg, models))
 
 

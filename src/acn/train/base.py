@@ -26,7 +26,7 @@ from acn.config import over_defaults
 from acn.data.annotations import Video
 from acn.data.features import Dataset
 from acn.errors import AcnError
-from acn.fileio import atomic_path
+from acn.fileio import save_torch, verify_checksum
 from acn.model.base import BaseModel, video_loss
 from acn.model.normalize import feature_statistics
 from acn.train import distributed as dist
@@ -310,8 +310,7 @@ def save_base_checkpoint(path: str | Path, model: BaseModel, meta: dict[str, Any
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     blob = {"format": CHECKPOINT_FORMAT, "version": 1, "model_kwargs": dict(model.kwargs),
             "state_dict": state, "meta": meta}
-    with atomic_path(Path(path)) as tmp:
-        torch.save(blob, tmp)
+    save_torch(Path(path), blob)  # atomic, with a SHA-256 sidecar checked on load
 
 
 def load_base_checkpoint(path: str | Path, device: str | torch.device = "cpu"
@@ -320,6 +319,7 @@ def load_base_checkpoint(path: str | Path, device: str | torch.device = "cpu"
     path = Path(path)
     if not path.is_file():
         raise AcnError(f"{path}: base model checkpoint not found")
+    verify_checksum(path, "checkpoint")
     try:
         blob = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for corrupt/unsafe files

@@ -10,6 +10,7 @@ folder (``.npz``, no pickles). Units: snippets throughout.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from acn.batching import _ids
 from acn.data.annotations import Video
 from acn.data.features import Dataset
 from acn.errors import AcnError
-from acn.fileio import atomic_path, ensure_dir
+from acn.fileio import ensure_dir, verify_checksum, write_bytes
 
 
 @dataclass
@@ -110,14 +111,15 @@ def _output_path(directory: Path, vid: str) -> Path:
 
 
 def save_outputs(directory: str | Path, outputs: dict[str, BaseOutputs]) -> None:
-    """Write one ``{video}.npz`` (scp, attention, video_scores) per video, atomically."""
+    """Write one ``{video}.npz`` (scp, attention, video_scores) per video, atomically, with
+    a SHA-256 sidecar that :func:`load_outputs` checks."""
     directory = ensure_dir(Path(directory))
     for vid, o in outputs.items():
-        target = _output_path(directory, vid)
-        with atomic_path(target) as tmp, open(tmp, "wb") as f:
-            np.savez(f, scp=np.asarray(o.scp, np.float32),
-                     attention=np.asarray(o.attention, np.float32),
-                     video_scores=np.asarray(o.video_scores, np.float32))
+        buf = io.BytesIO()
+        np.savez(buf, scp=np.asarray(o.scp, np.float32),
+                 attention=np.asarray(o.attention, np.float32),
+                 video_scores=np.asarray(o.video_scores, np.float32))
+        write_bytes(_output_path(directory, vid), buf.getbuffer(), checksum=True)
 
 
 def load_outputs(directory: str | Path, ids: Iterable[str | Video]) -> dict[str, BaseOutputs]:
@@ -127,6 +129,7 @@ def load_outputs(directory: str | Path, ids: Iterable[str | Video]) -> dict[str,
         path = _output_path(Path(directory), vid)
         if not path.is_file():
             raise AcnError(f"{path}: base model outputs missing for video {vid!r}")
+        verify_checksum(path, "base-output file")
         try:
             with np.load(path, allow_pickle=False) as z:
                 o = BaseOutputs(scp=z["scp"], attention=z["attention"],

@@ -25,7 +25,7 @@ from acn import selection
 from acn.batching import STREAM_INDEX, STREAMS
 from acn.data.features import Dataset
 from acn.errors import AcnError
-from acn.fileio import atomic_path
+from acn.fileio import save_torch, verify_checksum
 from acn.model.regression import RegressionNets
 from acn.train import distributed as dist
 from acn.train.base import load_base_checkpoint, predict_base, save_base_checkpoint, train_base
@@ -57,13 +57,13 @@ def input_statistics(module: torch.nn.Module) -> tuple[np.ndarray, np.ndarray] |
 
 
 def save_checkpoint(path: Path, obj: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    save_torch(path, obj)  # atomic, with a SHA-256 sidecar checked by load_checkpoint
 
 
 def load_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise AcnError(f"{path}: checkpoint not found (was the run trained to the end?)")
+    verify_checksum(path, "checkpoint")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a corrupt file here
