@@ -172,7 +172,8 @@ def atomic_path(target: Path, checksum: bool = False) -> Iterator[Path]:
     bytes and calling :func:`write_bytes` directly."""
     target = Path(target)
     ensure_dir(target.parent)
-    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as d:
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", suffix=".tmp",
+                                     dir=target.parent) as d:
         tmp = Path(d) / target.name
         try:
             yield tmp

@@ -30,14 +30,24 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from acn.runlock import RunLock
+
+    with RunLock() as lock:  # one writer per run folder (acn.runlock)
+        return _train(args, lock)
+
+
+def _train(args: argparse.Namespace, lock) -> int:
     from acn.config import _read_yaml, merge, resolve
     from acn.fileio import check_writable, ensure_dir, read_json, write_json
     from acn.pipeline import ACN
+    from acn.runlock import remove_stale_temporaries
     from acn.train import distributed as dist
 
     dist.init_from_env()  # under torchrun: join the group; rank 0 alone writes and prints
     if args.resume is not None:
         run = args.resume
+        if dist.is_main() and run.is_dir():
+            lock.acquire(run)
         info = read_json(run / RUN_INFO, "run description (was this folder made by acn train?)")
         if not isinstance(info, dict) or not info.get("data"):
             raise AcnError(f"{run / RUN_INFO}: not an acn run description (no \"data\" entry)")
@@ -54,6 +64,8 @@ def run_train(args: argparse.Namespace) -> int:
             raise AcnError("acn train needs --data DATA and --out RUN (or --resume RUN)")
         run = args.out
         check_writable(run)
+        if dist.is_main() and run.is_dir():
+            lock.acquire(run)
         cfg = resolve_config(args)
     ds = open_data(args)
     # Check the features of every video used (training and test subsets) before the run
@@ -64,6 +76,8 @@ def run_train(args: argparse.Namespace) -> int:
     ds.validate([v.id for s in sorted(used) for v in ds.subset(s)])
     ensure_dir(run)
     if dist.is_main():
+        lock.acquire(run)
+        remove_stale_temporaries(run)  # of a writer killed mid-write; safe under the lock
         write_json(run / RUN_INFO, {"data": str(Path(args.data).resolve()),
                                     "format": args.format,
                                     "annotations": str(Path(args.annotations).resolve())
