@@ -1,4 +1,8 @@
-"""Plain-text reports of evaluation results."""
+"""Reports of evaluation results: a Markdown table (:func:`map_table`) and a self-contained,
+interactive HTML page of a run (:func:`acn.report.html.build_report`, ``acn report``).
+
+This module stays free of heavy imports: :mod:`acn.report.html` loads Plotly when called.
+"""
 
 from __future__ import annotations
 
