@@ -303,6 +303,44 @@ def test_whole_video_proposals_join_the_candidates_scored_by_minus_l(tiny, train
     np.testing.assert_allclose([got[int(c)] for c in lab], want.numpy(), rtol=1e-9)
 
 
+
+def test_whole_video_first_ranks_it_above_its_class_and_keeps_it_out_of_nms(tiny, trained):
+    # localize.whole_video=first: the NMS of the other proposals is that of "off", and each
+    # localized class gets one (0, T) proposal scored just above its best kept proposal
+    import copy
+
+    model, _ = trained
+    model = copy.copy(model)
+    model.cfg = copy.deepcopy(model.cfg)
+    model.cfg["acn"]["regression"] = False
+    # a strict NMS: a whole-video proposal inside it would suppress most CAS segments
+    model.cfg["localize"].update(nms_iou=0.1, video_score_weight=0.0, whole_video="off")
+    vid, rgb, flow, outs, mean, regs, joint_regs = _one_video_both_streams(model, tiny)
+    T = rgb.shape[0]
+    off = model._score_one(rgb, mean, regs["rgb"], 0.0)
+    model.cfg["localize"]["whole_video"] = "first"
+    first = model._score_one(rgb, mean, regs["rgb"], 0.0)
+    whole = (first.segments[:, 0] == 0) & (first.segments[:, 1] == T)
+    classes = first.labels[whole]
+    assert len(classes) == len(set(classes.tolist())) > 0  # one per localized class
+    assert set(off.labels.tolist()) <= set(classes.tolist())
+    rest = ~whole
+    # brute force: the others are exactly off's proposals minus off's own whole-video ones
+    off_rest = ~((off.segments[:, 0] == 0) & (off.segments[:, 1] == T))
+    np.testing.assert_array_equal(first.segments[rest], off.segments[off_rest])
+    np.testing.assert_array_equal(first.scores[rest], off.scores[off_rest])
+    for c, s in zip(classes, first.scores[whole]):
+        mine = first.scores[rest][first.labels[rest] == c]
+        if mine.size:
+            assert s > mine.max() and s - mine.max() < 1e-5 * max(1.0, abs(mine.max()))
+    # older configs' booleans still read
+    from acn.config import resolve
+    from acn.errors import AcnError
+    assert resolve(None, ["localize.whole_video=true"])["localize"]["whole_video"] == "scored"
+    assert resolve(None, ["localize.whole_video=false"])["localize"]["whole_video"] == "off"
+    with pytest.raises(AcnError, match="whole_video"):
+        resolve(None, ["localize.whole_video=always"])
+
 @pytest.mark.slow
 def test_demo_quick_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"

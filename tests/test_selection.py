@@ -138,8 +138,8 @@ def test_fit_reports_a_stream_that_did_not_learn_and_leaves_it_out(tiny, tmp_pat
     assert len(saved["selection"]["streams"]["rgb"]["tried"]) == 1  # RGB learned at once
     assert log["selection"]["scoring"]["chosen"]["rgb_weight"] >= 0.75
     assert log["selection"]["scoring"]["chosen"]["alpha"] in cfg["select"]["alphas"]
-    assert len(log["selection"]["scoring"]["scores"]) == 5 * 2 * 2  # weights x alphas x whole
-    assert isinstance(model.cfg["localize"]["whole_video"], bool)
+    assert len(log["selection"]["scoring"]["scores"]) == 5 * 2 * 3  # weights x alphas x whole modes
+    assert model.cfg["localize"]["whole_video"] in ("off", "scored", "first")
     nms = log["selection"]["scoring"]["nms_scores"]
     assert sorted(nms) == ["0.3", "0.4", "0.5", "0.6"]
     assert model.cfg["localize"]["nms_iou"] == selection.best_choice(

@@ -34,6 +34,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "localize.fusion": ("paper", "joint"),
     "localize.joint_candidates": ("mean", "all"),
     "localize.short_videos": ("clip", "error"),
+    "localize.whole_video": ("off", "scored", "first"),
     "base.attention": ("branch", "max_logit"),
     "base.pool": ("probs", "logits"),
     "base.lr_schedule": ("constant", "cosine"),
@@ -46,7 +47,7 @@ NULLABLE: dict[str, Any] = {
     "acn.alpha": 0.0,
     "acn.anchors": [],
     "localize.rgb_weight": 0.0,
-    "localize.whole_video": False,
+    "localize.whole_video": "off",
     "localize.nms_iou": 0.0,
     "base.per_stream": {},
 }
@@ -89,9 +90,17 @@ def _typename(v: Any) -> str:
     return ("an " if name[0] in "aeiou" else "a ") + name
 
 
+# Older spellings still read: a run's config.yaml written before a key became a choice.
+ALIASES: dict[str, dict[Any, Any]] = {
+    "localize.whole_video": {False: "off", True: "scored"},
+}
+
+
 def _check_value(key: str, value: Any, default: Any, where: str) -> Any:
     if value is None:
         return value
+    if key in ALIASES and isinstance(value, bool):
+        value = ALIASES[key].get(value, value)
     if default is None:
         if key not in NULLABLE:
             return value

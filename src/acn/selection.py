@@ -50,7 +50,7 @@ CHOSEN_FALLBACKS: dict[tuple[str, str], object] = {
     ("base", "per_stream"): {},
     ("localize", "rgb_weight"): 0.5,
     ("acn", "alpha"): ALPHA_FALLBACK,
-    ("localize", "whole_video"): False,
+    ("localize", "whole_video"): "off",
     ("localize", "nms_iou"): 0.4,
 }
 

@@ -14,6 +14,7 @@ from acn.cli.common import (
     show_progress,
 )
 from acn.errors import AcnError
+from acn.localize.video import whole_video_mode
 
 RUN_INFO = "run.json"
 
@@ -107,7 +108,7 @@ def _train(args: argparse.Namespace, lock) -> int:
                      f"{h['mean_abs_offset_over_P']:.3f}")
         print(line)
     chosen = [f"fusion RGB weight {model.rgb_weight():g}, alpha {model.cfg['acn']['alpha']:g}, "
-              f"whole-video proposals {'on' if model.cfg['localize']['whole_video'] else 'off'}, "
+              f"whole-video proposals {whole_video_mode(model.cfg['localize']['whole_video'])}, "
               f"NMS IoU {model.cfg['localize']['nms_iou']:g}"
               + (f" ({sel['scoring']['criterion']} on {sel['validation_videos']} carved "
                  "training videos)" if sel.get("scoring") else "")]

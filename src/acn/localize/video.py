@@ -33,7 +33,26 @@ class StreamProposals:
     labels: np.ndarray     # (N,) class index
 
 
-Scored = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+#: ``(segments (N, 2), scores (N,), labels (N,), whole (N,) bool)``: ``whole`` marks the
+#: whole-video proposals (``localize.whole_video``), which :func:`suppress` may treat apart.
+Scored = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+#: ``localize.whole_video``: no whole-video proposal | scored by -L among the others |
+#: ranked first among its class's proposals of the video and kept out of NMS.
+WHOLE_VIDEO_MODES = ("off", "scored", "first")
+
+
+def whole_video_mode(value) -> str:
+    """``localize.whole_video`` as one of :data:`WHOLE_VIDEO_MODES` (``false`` and ``true``
+    are the older spellings of ``off`` and ``scored``)."""
+    if value is None or value is False:
+        return "off"
+    if value is True:
+        return "scored"
+    if value not in WHOLE_VIDEO_MODES:
+        raise AcnError(f"localize.whole_video must be one of {list(WHOLE_VIDEO_MODES)}, "
+                       f"got {value!r}")
+    return value
 
 
 def score_candidates(cfg: Mapping, feats: torch.Tensor | list[torch.Tensor], out,
@@ -59,7 +78,7 @@ def score_candidates(cfg: Mapping, feats: torch.Tensor | list[torch.Tensor], out
     video's base outputs (``scp``, ``attention``, ``video_scores``); ``regs``: ``{anchor: this
     video's regression outputs}`` (values None without regression).
 
-    Returns ``(segments (N, 2), scores (N,), labels (N,))``, or None where no candidate is left.
+    Returns :data:`Scored` (segments in snippets), or None where no candidate is left.
     """
     acn, loc = cfg["acn"], cfg["localize"]
     groups = feats if isinstance(feats, list) else [feats]
@@ -96,16 +115,18 @@ def score_candidates(cfg: Mapping, feats: torch.Tensor | list[torch.Tensor], out
                          one_per_position_at_test=loc["one_per_position"],
                          lc_integral=(integral(0) if len(groups) == 1 and classes.numel()
                                       else None))
-        parts.append((sp.segments.double(), sp.scores.double(), sp.labels))
+        parts.append((sp.segments.double(), sp.scores.double(), sp.labels,
+                      torch.zeros(len(sp.scores), dtype=torch.bool)))
     listed = []  # (row in classes, start, end) candidates scored one by one
     if acn["proposals"] in ("cas", "both") and classes.numel():
         cls = classes.numpy()
         listed += [np.stack(cas_candidates(c[cls], acn["cas_thresholds"],
                                            acn["cas_min_length"]), 1)
                    for c in [out.scp, *(candidate_scps or [])]]
-    if loc["whole_video"] and classes.numel():
+    whole_mode = whole_video_mode(loc["whole_video"])
+    if whole_mode != "off" and classes.numel():
         # where actions fill most of each video (ActivityNet) the whole video is often
-        # the best proposal, and -L ranks it among the others
+        # the best proposal
         k = classes.numel()
         listed.append(np.stack([np.arange(k), np.zeros(k, np.int64), np.full(k, T)], 1))
     if listed:
@@ -113,6 +134,11 @@ def score_candidates(cfg: Mapping, feats: torch.Tensor | list[torch.Tensor], out
         rows, st, en = trip[:, 0], trip[:, 1], trip[:, 2]
         lab = classes[torch.from_numpy(rows)]
         s2, e2 = regress_segments(torch.from_numpy(st), torch.from_numpy(en), T, regressions)
+        whole = torch.from_numpy((st == 0) & (en == T)) if whole_mode != "off" else (
+            torch.zeros(len(st), dtype=torch.bool))
+        # the whole video stays whole: the regression nets never saw a proposal that long
+        s2 = torch.where(whole, torch.zeros_like(s2), s2)
+        e2 = torch.where(whole, torch.full_like(e2, float(T)), e2)
         # -L is linear in Lc, so the mean of per-stream scores on one SCP is -L with the
         # streams' mean Lc
         gw = group_weights or [1.0 / len(groups)] * len(groups)
@@ -124,24 +150,40 @@ def score_candidates(cfg: Mapping, feats: torch.Tensor | list[torch.Tensor], out
                                           acn["alpha"], acn["score_terms"])
             sc = part if sc is None else sc + part
             release(j)
-        parts.append((torch.stack([s2, e2], 1), sc, lab))
+        parts.append((torch.stack([s2, e2], 1), sc, lab, whole))
     if not parts or sum(len(p[1]) for p in parts) == 0:
         return None
     seg = torch.cat([p[0] for p in parts])
     sc = torch.cat([p[1] for p in parts])
     lab = torch.cat([p[2] for p in parts])
+    whole = torch.cat([p[3] for p in parts])
     if loc["video_score_weight"]:
         sc = sc + loc["video_score_weight"] * torch.from_numpy(out.video_scores).double()[lab]
-    return seg, sc, lab
+    return seg, sc, lab, whole
 
 
 def suppress(scored: Scored | None, cfg: Mapping) -> StreamProposals:
     """The proposals NMS keeps (``localize.nms``: greedy, or soft NMS with its decayed
-    scores) of :func:`score_candidates`' output; none where it found no candidate."""
+    scores) of :func:`score_candidates`' output; none where it found no candidate.
+
+    With ``localize.whole_video: first`` the whole-video proposals skip NMS (they neither
+    suppress nor are suppressed) and each is scored just above the best proposal of its class
+    kept in the video, so that the video's ranking across videos stays ACN's."""
     if scored is None:
         return StreamProposals(np.zeros((0, 2)), np.zeros(0), np.zeros(0, dtype=np.int64))
-    seg, sc, lab = scored
+    seg, sc, lab, whole = scored
     loc = cfg["localize"]
+    if whole_video_mode(loc["whole_video"]) == "first" and bool(whole.any()):
+        rest = suppress((seg[~whole], sc[~whole], lab[~whole], whole[~whole]), {
+            **cfg, "localize": {**loc, "whole_video": "off"}})
+        w_lab, w_sc = lab[whole].numpy(), sc[whole].numpy().copy()
+        for i, c in enumerate(w_lab):
+            mine = rest.scores[rest.labels == c]
+            if mine.size:  # above the class's best, by a margin far below score gaps
+                w_sc[i] = mine.max() + 1e-6 * max(1.0, abs(mine.max()))
+        return StreamProposals(np.concatenate([seg[whole].numpy(), rest.segments]),
+                               np.concatenate([w_sc, rest.scores]),
+                               np.concatenate([w_lab, rest.labels]))
     if loc["nms"] == "greedy":
         keep = nms(seg, sc, lab, iou_threshold=loc["nms_iou"], topk=loc["pre_nms_topk"],
                    max_dets=loc["max_detections"])

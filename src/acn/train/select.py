@@ -23,6 +23,7 @@ from acn.batching import STREAM_INDEX, STREAMS
 from acn.data.features import Dataset
 from acn.errors import AcnError
 from acn.localize.segments import cas_candidates
+from acn.localize.video import WHOLE_VIDEO_MODES, whole_video_mode
 from acn.model.coherence import PrefixIntegral
 from acn.selection import ALPHA_FALLBACK, CHOSEN_FALLBACKS
 from acn.train import base as bt
@@ -189,7 +190,10 @@ def choose_scoring(model, ds: Dataset, val_ids: list[str],
     ws = ([loc["rgb_weight"]] if loc["rgb_weight"] is not None
           else selection.check_weights(sel["rgb_weights"]))
     alphas = [cfg["acn"]["alpha"]] if cfg["acn"]["alpha"] is not None else sel["alphas"]
-    wholes = [loc["whole_video"]] if loc["whole_video"] is not None else [False, True]
+    # whole-video modes as their index in WHOLE_VIDEO_MODES, so that best_choice can measure
+    # the distance to the fallback ("off")
+    wholes = ([WHOLE_VIDEO_MODES.index(whole_video_mode(loc["whole_video"]))]
+              if loc["whole_video"] is not None else list(range(len(WHOLE_VIDEO_MODES))))
     grid = [(w, a, h) for w in ws for a in alphas for h in wholes]
     dets: dict[tuple, dict] = {k: {} for k in grid}
     saved = cfg["acn"]["alpha"], loc["whole_video"], loc["nms_iou"]
@@ -201,7 +205,7 @@ def choose_scoring(model, ds: Dataset, val_ids: list[str],
             one = {s: {v: val_outputs[s][v]} for s in STREAMS}
             cache: dict[str, PrefixIntegral] = {}
             for w, a, h in grid:
-                cfg["acn"]["alpha"], loc["whole_video"] = a, h
+                cfg["acn"]["alpha"], loc["whole_video"] = a, WHOLE_VIDEO_MODES[h]
                 p = model._score_one(feats, mean_outputs(one, v, w), {1: None}, float("-inf"),
                                     lc_cache=cache, lc_keys=list(STREAMS),
                                     group_weights=[w, 1 - w])
@@ -209,13 +213,15 @@ def choose_scoring(model, ds: Dataset, val_ids: list[str],
     finally:
         cfg["acn"]["alpha"], loc["whole_video"], loc["nms_iou"] = saved
     scores = {k: selection.carved_average_map(ds, val_ids, d) for k, d in dets.items()}
-    w, a, h = selection.best_choice(scores, (0.5, ALPHA_FALLBACK, False), sel["tolerance"])
+    w, a, h = selection.best_choice(
+        scores, (0.5, ALPHA_FALLBACK, WHOLE_VIDEO_MODES.index(
+            CHOSEN_FALLBACKS[("localize", "whole_video")])), sel["tolerance"])
     if loc["rgb_weight"] is None:
         loc["rgb_weight"] = w
     if cfg["acn"]["alpha"] is None:
         cfg["acn"]["alpha"] = a
     if loc["whole_video"] is None:
-        loc["whole_video"] = bool(h)
+        loc["whole_video"] = WHOLE_VIDEO_MODES[h]
     nms_scores = {}
     if loc["nms_iou"] is None:  # then the NMS IoU, with the values just chosen
         fallback = CHOSEN_FALLBACKS[("localize", "nms_iou")]
@@ -223,9 +229,9 @@ def choose_scoring(model, ds: Dataset, val_ids: list[str],
         loc["nms_iou"] = selection.best_choice(nms_scores, (fallback,), sel["tolerance"])[0]
     return {"criterion": f"average mAP over tIoU {selection.default_tious(ds)} of ACN's "
                          "joint -L scoring of CAS proposals (no regression)",
-            "chosen": {"rgb_weight": w, "alpha": a, "whole_video": bool(h),
+            "chosen": {"rgb_weight": w, "alpha": a, "whole_video": WHOLE_VIDEO_MODES[h],
                        "nms_iou": loc["nms_iou"]},
-            "scores": {f"w={k[0]:g} alpha={k[1]:g} whole_video={k[2]}": v
+            "scores": {f"w={k[0]:g} alpha={k[1]:g} whole_video={WHOLE_VIDEO_MODES[k[2]]}": v
                        for k, v in scores.items()},
             "nms_scores": {f"{k[0]:g}": v for k, v in nms_scores.items()}}
 
