@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("acn.cli.convert", "copy a dataset into the canonical (pickle-free) layout"),
     "batch": ("acn.cli.batch", "corpus-scale extract/localize over a manifest (Ray or local)"),
     "plot": ("acn.cli.localize", "timeline plots of detections, SCP and attention"),
+    "report": ("acn.cli.report", "one self-contained HTML page: run, mAP, error diagnosis, "
+               "timelines"),
 }
 
 
