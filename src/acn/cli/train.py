@@ -38,8 +38,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, lock) -> int:
-    from acn.config import _read_yaml, merge, resolve
-    from acn.fileio import check_writable, ensure_dir, read_json, write_json
+    from acn.config import _read_yaml, dump, merge, resolve
+    from acn.fileio import check_writable, ensure_dir, read_json, write_json, write_text
     from acn.pipeline import ACN
     from acn.runlock import remove_stale_temporaries
     from acn.train import distributed as dist
@@ -79,6 +79,9 @@ def _train(args: argparse.Namespace, lock) -> int:
     if dist.is_main():
         lock.acquire(run)
         remove_stale_temporaries(run)  # of a writer killed mid-write; safe under the lock
+        # config.yaml before run.json: a folder with run.json is one --resume can take, and
+        # --resume reads config.yaml (a kill between the two used to leave neither usable)
+        write_text(run / "config.yaml", dump(cfg))
         write_json(run / RUN_INFO, {"data": str(Path(args.data).resolve()),
                                     "format": args.format,
                                     "annotations": str(Path(args.annotations).resolve())
