@@ -3,9 +3,11 @@ half-written output behind, a full disk is one clear error, and checkpoints and 
 a checksum that is verified when they are read.
 
 - **Atomic**: the data goes to a hidden temporary file beside the target
-  (``.NAME.XXXX.tmp``), is flushed to disk (fsync) and renamed over the target, which is atomic
+  (``.NAME.acn-PID@HOST.XXXX.tmp``), is flushed to disk (fsync) and renamed over the target, which is atomic
   on POSIX: a SIGKILL or power cut leaves the old file or the complete new one, never half a
-  file. The new file gets the usual ``0o666 & ~umask`` permissions.
+  file. The new file gets the usual ``0o666 & ~umask`` permissions. The temporaries a
+  killed writer leaves are removed by the next command that writes there
+  (:func:`remove_stale_temporaries`: only those of dead processes of this machine).
 - **Disk full** (or any ``OSError`` while writing): :class:`~acn.errors.AcnError`
   ``PATH: cannot write (No space left on device); the previous file is unchanged``; the
   temporary file is removed.
@@ -30,7 +32,10 @@ import hashlib
 import io
 import json
 import os
+import re
+import shutil
 import signal
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -116,8 +121,54 @@ def _write_all(fd: int, data: bytes | memoryview, target: Path) -> None:
             pos += _write(fd, part[pos: pos + _CHUNK])
 
 
+_HOST = socket.gethostname()
+# .NAME.acn-PID@HOST.RANDOM.tmp (mkstemp's random part has no dot)
+_TEMPORARY = re.compile(r"^\..+\.acn-(\d+)@(.+)\.[^.]+\.tmp$")
+
+
+def _tmp_prefix(target: Path) -> str:
+    return f".{target.name}.acn-{os.getpid()}@{_HOST}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path, recursive: bool = False) -> int:
+    """Delete the hidden temporaries in ``folder`` that writers on this machine left when
+    they were killed mid-write (their process no longer runs); those of live processes and
+    of other machines (a shared file system) are left alone. Returns how many went."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    n = 0
+    for p in sorted(folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp"),
+                    reverse=True):
+        m = _TEMPORARY.match(p.name)
+        if not m or m.group(2) != _HOST or _alive(int(m.group(1))):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if p.is_dir():  # atomic_path's temporary folder
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            n += 1
+    return n
+
+
+class WriteError(AcnError):
+    """A file could not be written (disk full, quota, I/O error): not the input's fault, and
+    the next file will not fare better, so batch loops stop on it."""
+
+
 def _cannot_write(target: Path, e: OSError) -> AcnError:
-    return AcnError(f"{target}: cannot write ({e.strerror or e}); the previous file, if any, "
+    return WriteError(f"{target}: cannot write ({e.strerror or e}); the previous file, if any, "
                     "is unchanged")
 
 
@@ -132,7 +183,7 @@ def write_bytes(target: Path, data: bytes, checksum: bool = False) -> None:
     if _FAULTS:
         _fault_point("open", target)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(target), suffix=".tmp", dir=target.parent)
     except OSError as e:
         raise _cannot_write(target, e) from None
     try:
@@ -172,7 +223,7 @@ def atomic_path(target: Path, checksum: bool = False) -> Iterator[Path]:
     bytes and calling :func:`write_bytes` directly."""
     target = Path(target)
     ensure_dir(target.parent)
-    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", suffix=".tmp",
+    with tempfile.TemporaryDirectory(prefix=_tmp_prefix(target), suffix=".tmp",
                                      dir=target.parent) as d:
         tmp = Path(d) / target.name
         try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from pathlib import Path
 
 from acn.errors import AcnError
@@ -92,17 +91,3 @@ def _read_pid(fd: int) -> int | None:
     except (OSError, ValueError):
         return None
 
-
-def remove_stale_temporaries(folder: Path) -> int:
-    """Delete the hidden ``.NAME.XXXX.tmp`` files (and folders) that writers killed mid-write left in
-    ``folder`` (recursively); only safe while holding the folder's :class:`RunLock`.
-    Returns how many were removed."""
-    n = 0
-    for p in sorted(Path(folder).rglob(".*.tmp"), reverse=True):
-        with contextlib.suppress(FileNotFoundError):
-            if p.is_dir():  # acn.fileio.atomic_path's temporary folder
-                shutil.rmtree(p)
-            else:
-                p.unlink()
-            n += 1
-    return n

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``acn batch``; returns 0, or 1 when any video failed."""
     from acn.errors import AcnError
     from acn.extract import parse_shard
-    from acn.fileio import check_writable, ensure_dir
+    from acn.fileio import check_writable, ensure_dir, remove_stale_temporaries
     from acn.scale import JobSpec, finish, read_manifest, run_local, run_ray
 
     kind = args.batch_kind
@@ -128,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
                        run=str(args.run.absolute()), overrides=tuple(args.overrides),
                        threads=threads)
     ensure_dir(args.out)
+    for d in (args.out, args.out / "features", args.out / "detections"):
+        remove_stale_temporaries(d)  # of a job killed mid-write (dead processes, this host)
     progress = not args.no_progress
     if args.ray is not None:
         summary = run_ray(items, spec, address=args.ray or None, num_cpus=args.num_cpus,

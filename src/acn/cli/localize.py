@@ -50,12 +50,13 @@ def _apply_inference_overrides(model, overrides: list[str]) -> None:
 
 def run_localize(args: argparse.Namespace) -> int:
     from acn.evaluate import save_results
-    from acn.fileio import check_writable
+    from acn.fileio import check_writable, remove_stale_temporaries
     from acn.pipeline import ACN
 
     for out in (args.out, args.plot):
         if out is not None:
             check_writable(out)
+            remove_stale_temporaries(out.parent)  # of a localize killed mid-write
     model = ACN.load(args.run)
     _apply_inference_overrides(model, args.overrides
                                + ([f"localize.device={args.device}"] if args.device else []))

@@ -39,9 +39,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, lock) -> int:
     from acn.config import _read_yaml, dump, merge, resolve
-    from acn.fileio import check_writable, ensure_dir, read_json, write_json, write_text
+    from acn.fileio import (check_writable, ensure_dir, read_json, remove_stale_temporaries,
+                            write_json, write_text)
     from acn.pipeline import ACN
-    from acn.runlock import remove_stale_temporaries
     from acn.train import distributed as dist
 
     dist.init_from_env()  # under torchrun: join the group; rank 0 alone writes and prints
@@ -78,7 +78,7 @@ def _train(args: argparse.Namespace, lock) -> int:
     ensure_dir(run)
     if dist.is_main():
         lock.acquire(run)
-        remove_stale_temporaries(run)  # of a writer killed mid-write; safe under the lock
+        remove_stale_temporaries(run, recursive=True)  # of writers killed mid-write
         # config.yaml before run.json: a folder with run.json is one --resume can take, and
         # --resume reads config.yaml (a kill between the two used to leave neither usable)
         write_text(run / "config.yaml", dump(cfg))

@@ -18,6 +18,7 @@ Output of :func:`extract_many` (readable with :func:`acn.data.canonical.load_can
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,8 @@ from acn.extract.i3d import InceptionI3d
 from acn.extract.inputs import collect_videos, take_shard
 from acn.extract.snippets import Prefetch, iter_snippet_batches
 from acn.extract.weights import CROSS_MODALITY, apply_state_dict, cross_modality, resolve_state
-from acn.fileio import ensure_dir, read_json, save_npy, write_json
+from acn.fileio import (WriteError, ensure_dir, read_json, remove_stale_temporaries, save_npy,
+                        write_json)
 
 VIDEO_JSON_FORMAT = "acn-video-features"
 UNLABELED = "unlabeled"
@@ -324,13 +326,17 @@ def extract_many(inputs: Iterable[str | Path], out: str | Path, cfg: ExtractConf
         progress: show tqdm progress bars (on stderr).
         log: where one-line notes go (default: ``tqdm.write``).
 
-    A broken video is recorded in ``Summary.failed`` and the run goes on. ``index.json`` is
-    rewritten at the end (also after a failure or an interrupt).
+    A broken video is recorded in ``Summary.failed`` and the run goes on; a file that cannot
+    be written (:class:`~acn.fileio.WriteError`: disk full) stops the run. ``index.json`` is
+    rewritten at the end (also after an error or an interrupt). A killed run leaves finished
+    videos complete (atomic writes, the JSON last): run it again to do the rest.
     """
     from tqdm import tqdm
 
     out = ensure_dir(Path(out))
     ensure_dir(out / "features")
+    for d in (out, out / "features"):  # what an extraction killed mid-write left
+        remove_stale_temporaries(d)
     say = log or (lambda msg: tqdm.write(msg))
     videos = take_shard(collect_videos(inputs), shard)
     summary = Summary(out=out)
@@ -365,6 +371,8 @@ def extract_many(inputs: Iterable[str | Path], out: str | Path, cfg: ExtractConf
             try:
                 feats = extract_video(v, cfg, models, progress=advance)
                 write_video(out, feats, cfg, models)
+            except WriteError:
+                raise  # a full disk: every next video would fail the same way
             except AcnError as e:
                 summary.failed.append((str(v), str(e)))
                 say(f"acn extract: failed: {e}")
@@ -382,7 +390,12 @@ def extract_many(inputs: Iterable[str | Path], out: str | Path, cfg: ExtractConf
             summary.done.append(v.stem)
             summary.video_seconds += feats.duration
         bar.close()
-    finally:
+    except BaseException:
+        with contextlib.suppress(AcnError):  # the first error is the one to report
+            write_index(out)
+        raise
+    else:
         write_index(out)
+    finally:
         summary.seconds = time.perf_counter() - start
     return summary
