@@ -13,42 +13,24 @@ require nothing lost and nothing corrupt (issue #19):
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from acn.data.canonical import save_canonical
-
-from conftest import FAST_SET, tiny_dataset
 from faults.harness import (
+    EXTRACT,
     KILLS,
-    REPORT,
-    SEED,
+    VIDEO,
     Case,
-    Reference,
     acn,
-    env,
-    measure,
-    reap_group,
+    run as run_cmd,
+    reference,
     survive_kills,
+    train_argv,
 )
 
 pytestmark = pytest.mark.slow
-
-# Every regression epoch moves every weight (constant learning rate, no zero-initialised
-# output layer), so a resume that replayed an epoch wrongly could not end on the same weights.
-TRAIN_SETS = FAST_SET + ["base.epochs=6", "train.epochs=3", "train.lr=0.01", "train.lr_decay=1.0",
-                         "acn.zero_init=false", "select.regression_check=false"]
-EXTRACT = ["--random-weights", "--flow", "dis", "--resize", "40", "--crop", "32",
-           "--batch-size", "2"]
-
 
 # -- what is compared ---------------------------------------------------------------------------
 def assert_same(a, b, where: str) -> None:
@@ -128,53 +110,6 @@ def same_batch(kind: str, stream_results: bool):
     return check
 
 
-# -- the world: a dataset of 1024-d features (I3D's width, so --video works on its run),
-# -- a trained run, three short videos ----------------------------------------------------------
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("faults")
-    ann, feats = tiny_dataset(n_train=12, n_test=4, dim=1024, seed=1)
-    data = save_canonical(root / "data", ann, feats)
-    return root, data
-
-
-def train_argv(data: Path):
-    sets = sum((["--set", s] for s in TRAIN_SETS), [])
-
-    def argv(out: Path, again: bool) -> list[str]:
-        if again:
-            return acn("train", "--resume", out, "--quiet")
-        return acn("train", "--data", data, "--out", out, "--seed", "3", "--quiet", *sets)
-    return argv
-
-
-def reference(root: Path, name: str, argv) -> tuple[Path, Reference]:
-    out = root / f"ref-{name}" / "out"
-    seconds, points, _ = measure(argv(out, False), root / f"trace-{name}.txt")
-    return out, Reference(seconds, points)
-
-
-@pytest.fixture(scope="module")
-def trained(world):
-    root, data = world
-    run, ref = reference(root, "train", train_argv(data))
-    return run, ref
-
-
-@pytest.fixture(scope="module")
-def videos(world):
-    pytest.importorskip("av")
-    pytest.importorskip("cv2")
-    from test_extract import make_video
-
-    d = world[0] / "videos"
-    d.mkdir()
-    for i, seconds in enumerate((1.4, 2.0, 1.0)):
-        make_video(d / f"clip{i}.mp4", fps=25, seconds=seconds)
-    (world[0] / "videos.txt").write_text(f"{d}\n")
-    return d
-
-
 def _case(name: str, argv, check, started=None, during=None) -> Case:
     kw = {"started": started} if started else {}
     return Case(name, argv, check, written=lambda out: out, during=during, **kw)
@@ -211,7 +146,7 @@ def test_localize_video_survives_kills(world, trained, videos):
     run, _ = trained
 
     def argv(out: Path, again: bool) -> list[str]:
-        return acn("localize", "--run", run, "--video", videos / "clip1.mp4", *EXTRACT,
+        return acn("localize", "--run", run, "--video", videos / "clip1.mp4", *VIDEO,
                    "--out", out / "clip1.json", "--plot", out / "clip1.png",
                    "--set", "localize.short_videos=clip", "--quiet")
     assert _survive(root, "acn localize --video", argv, same_json("clip1.json"))["kills"] >= KILLS
@@ -258,8 +193,6 @@ def test_train_killed_right_after_its_run_description_resumes(world, trained):
     renamed = next(int(line.split()[0]) for line in trace
                    if line.split()[1] == "rename" and line.endswith("/run.json"))
     out = root / "train-early" / "out"
-    from faults.harness import run as run_cmd
-
     r = run_cmd(train_argv(data)(out, False), {"ACN_FAULT_AT": str(renamed + 1)})
     assert r.killed and (out / "run.json").is_file()
     r = run_cmd(train_argv(data)(out, True))
