@@ -250,19 +250,24 @@ def problems(draw):
     return videos, gt, dets, t
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(problems())
-def test_agrees_with_brute_force(problem):
+def diagnosed(problem):
+    """``(diagnosis, gt_rows, det_rows, brute-force (kind, rank, matched))`` of a problem;
+    the rows in the order flatten() reads them (by video in dict order)."""
     videos, gt, dets, t = problem
     ann = annotations(gt, videos)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # videos without any detection
         d = diagnose(ann, detections(dets), tiou=t, top_factor=1.0)
-    # flatten() reorders ground truth by video (dict order) and detections by video too
     gt_rows = [(v.id, s.label, s.start, s.end) for v in ann.subset("test") for s in v.segments]
     det_rows = [(v, lab, s, e, sc) for v, lst in detections(dets).items()
                 for (s, e, lab, sc) in lst]
-    kind, rank, _ = brute_kinds(gt_rows, det_rows, videos, t, 0.1)
+    return d, gt_rows, det_rows, brute_kinds(gt_rows, det_rows, videos, t, 0.1)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems())
+def test_agrees_with_brute_force(problem):
+    d, gt_rows, det_rows, (kind, rank, _) = diagnosed(problem)
     assert [KINDS[k] for k in d.kind] == kind
     assert d.rank.tolist() == rank
 
@@ -285,21 +290,13 @@ def test_agrees_with_brute_force(problem):
     scored = [i for i, r in enumerate(det_rows) if r[1] in d.classes]
     n_fp = sum(kind[i] != "true_positive" for i in scored)
     assert sum(d.totals("all")[e] for e in ERROR_TYPES) == n_fp
-    assert sum(d.totals("all").values()) + d.num_unscored == len(dets)
+    assert sum(d.totals("all").values()) + d.num_unscored == len(det_rows)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problems())
 def test_sensitivity_agrees_with_brute_force(problem):
-    videos, gt, dets, t = problem
-    ann = annotations(gt, videos)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        d = diagnose(ann, detections(dets), tiou=t)
-    gt_rows = [(v.id, s.label, s.start, s.end) for v in ann.subset("test") for s in v.segments]
-    det_rows = [(v, lab, s, e, sc) for v, lst in detections(dets).items()
-                for (s, e, lab, sc) in lst]
-    kind, rank, matched = brute_kinds(gt_rows, det_rows, videos, t, 0.1)
+    d, gt_rows, det_rows, (kind, rank, matched) = diagnosed(problem)
     n_norm = len(gt_rows) / len({r[1] for r in gt_rows})
     for sens, buckets, value in (
             (d.sensitivity[0], LENGTH_BUCKETS, lambda j: gt_rows[j][3] - gt_rows[j][2]),
