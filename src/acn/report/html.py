@@ -79,10 +79,12 @@ def _json_script(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
 
 
-def _table(head: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "",
+def _table(head: Sequence[str] | None, rows: Sequence[Sequence[Any]], cls: str = "",
            row_classes: Sequence[str] | None = None, table_id: str | None = None) -> str:
-    out = [f"<table class='{cls}'" + (f" id='{table_id}'" if table_id else "") + ">",
-           "<thead><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+    out = [f"<table class='{cls}'" + (f" id='{table_id}'" if table_id else "") + ">"]
+    if head:
+        out.append("<thead><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr></thead>")
+    out.append("<tbody>")
     for i, r in enumerate(rows):
         rc = f" class='{row_classes[i]}'" if row_classes and row_classes[i] else ""
         out.append(f"<tr{rc}>" + "".join(f"<td>{_esc(c)}</td>" for c in r) + "</tr>")
@@ -194,7 +196,7 @@ def build_report(out: Path | str, ds: Dataset, methods: Sequence[Method], *,
                    cls="config", row_classes=["diff" if r.differs else "same" for r in rows],
                    table_id="config-table"))
     add("<h3>Data</h3>")
-    add(_table(["", ""], data_summary(ds, subset), cls="kv"))
+    add(_table(None, data_summary(ds, subset), cls="kv"))
     if train.base_loss or train.regression_loss:
         add("<h3>Training</h3>")
         add(fig(F.training_curves(train), "fig-training"))

@@ -53,8 +53,11 @@ def downsample_max(x: np.ndarray, max_points: int) -> tuple[np.ndarray, int]:
     return padded.reshape(-1, factor).max(axis=1), factor
 
 
-def _r(x: np.ndarray | Sequence[float], nd: int) -> list[float]:
-    return [round(float(v), nd) for v in np.asarray(x, dtype=np.float64).tolist()]
+def _r(x: np.ndarray | Sequence[float], nd: int) -> list[float | None]:
+    """Rounded values for the page's JSON; a non-finite value is ``null`` (a gap in the
+    curve: JSON has no NaN)."""
+    return [round(v, nd) if math.isfinite(v) else None
+            for v in np.asarray(x, dtype=np.float64).tolist()]
 
 
 def timeline_data(videos: Sequence[Video], classes: Sequence[str],
