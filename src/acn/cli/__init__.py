@@ -13,7 +13,9 @@ instead. Ctrl-C exits with 130. docs/errors.md lists every case.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
 import warnings
 
@@ -65,8 +67,26 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+@contextlib.contextmanager
+def _interrupt_after():
+    """Hold a Ctrl-C back until the block ends, then raise it. Needed around loading torch:
+    a KeyboardInterrupt raised inside its C++ start-up code aborts Python (SIGABRT, 'terminate
+    called after throwing pybind11::error_already_set') instead of exiting cleanly."""
+    got: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda *a: got.append(1))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if got:
+        raise KeyboardInterrupt
+
+
 def _main(argv: list[str] | None) -> int:
-    parser = build_parser()
+    with _interrupt_after():
+        import torch  # noqa: F401 - loaded here, safe from Ctrl-C (nearly every command uses it)
+
+        parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
