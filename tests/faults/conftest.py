@@ -49,3 +49,34 @@ def videos(world):
         make_video(d / f"clip{i}.mp4", fps=25, seconds=seconds)
     (world[0] / "videos.txt").write_text(f"{d}\n")
     return d
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """``(address, pid)``: a local Ray cluster (2 CPUs) that `acn batch --ray ADDRESS` drivers
+    join, started by a helper process that shuts it down when its stdin closes."""
+    import subprocess
+    import sys
+
+    from faults.harness import env, reap_group
+
+    pytest.importorskip("ray")
+    code = ("import sys, ray\n"
+            "ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, "
+            "configure_logging=False)\n"
+            "print(ctx.address_info['gcs_address'], flush=True)\n"
+            "sys.stdin.read()\n"
+            "ray.shutdown()\n")
+    p = subprocess.Popen([sys.executable, "-c", code], env=env(), stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                         start_new_session=True)
+    address = p.stdout.readline().strip()
+    if not address:
+        p.kill()
+        pytest.skip("could not start a local Ray cluster")
+    yield address, p.pid
+    p.stdin.close()
+    try:
+        p.wait(timeout=60)
+    finally:
+        reap_group(p.pid)

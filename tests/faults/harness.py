@@ -215,11 +215,11 @@ def kill_chain(case: Case, ref: Reference, root: Path, kills: int, rng: np.rando
         again = case.started(out)
         if rng.random() < 0.5 and ref.points:
             at = int(rng.integers(1, ref.points + 1))
-            r = run(case.argv(out, again), {"ACN_FAULT_AT": str(at)})
+            r = run(case.argv(out, again), {"ACN_FAULT_AT": str(at)}, during=case.during)
             how = f"at fault point {at}"
         else:
             delay = float(rng.uniform(0.0, ref.seconds))
-            r = run(case.argv(out, again), signal_after=delay)
+            r = run(case.argv(out, again), signal_after=delay, during=case.during)
             how = f"after {delay:.2f} s"
         if r.killed:
             k += 1
@@ -304,3 +304,59 @@ def reference(root: Path, name: str, argv) -> tuple[Path, Reference]:
     out = root / f"ref-{name}" / "out"
     seconds, points, _ = measure(argv(out, False), root / f"trace-{name}.txt")
     return out, Reference(seconds, points)
+
+
+# -- Ray ------------------------------------------------------------------------------------------
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (ppid, command line) of every process."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        out[int(d.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), cmd.strip())
+    return out
+
+
+def busy_workers(cluster_pid: int, task: str) -> list[int]:
+    """The Ray worker processes of the test's own cluster (descendants of ``cluster_pid``)
+    running a task named ``task`` right now (Ray sets their title to ``ray::TASK``)."""
+    procs = _processes()
+
+    def ours(pid: int) -> bool:
+        for _ in range(64):
+            if pid == cluster_pid:
+                return True
+            if pid not in procs or pid <= 1:
+                return False
+            pid = procs[pid][0]
+        return False
+
+    return sorted(pid for pid, (_, cmd) in procs.items()
+                  if cmd.startswith(f"ray::{task}") and ours(pid))
+
+
+def worker_killer(cluster_pid: int, task: str, kills: int, seed: int, done: list):
+    """A ``during`` hook: SIGKILL up to ``kills`` Ray workers, one after the other, each a
+    seeded random moment (0-0.3 s) after it was seen busy with ``task``; Ray retries the task
+    on a new worker. Appends the pid of each killed worker to ``done``."""
+    rng = np.random.default_rng([seed, 7])
+
+    def during(p: subprocess.Popen) -> None:
+        while p.poll() is None and len(done) < kills:
+            pids = busy_workers(cluster_pid, task)
+            if not pids:
+                time.sleep(0.02)
+                continue
+            time.sleep(float(rng.uniform(0.0, 0.3)))
+            if pids[0] in busy_workers(cluster_pid, task):
+                try:
+                    os.kill(pids[0], signal.SIGKILL)
+                    done.append(pids[0])
+                except ProcessLookupError:
+                    pass
+    return during

@@ -27,7 +27,10 @@ from faults.harness import (
     run as run_cmd,
     reference,
     survive_kills,
+    REPORT,
+    check_no_partial,
     train_argv,
+    worker_killer,
 )
 
 pytestmark = pytest.mark.slow
@@ -198,3 +201,48 @@ def test_train_killed_right_after_its_run_description_resumes(world, trained):
     r = run_cmd(train_argv(data)(out, True))
     assert r.rc == 0, r.stderr
     same_run(out, run)
+
+
+# -- on Ray: the driver killed (a preempted node), and Ray workers killed mid-task --------------
+# Half of the kills hit the driver (each costs a driver start, ~3 s, plus joining the cluster),
+# the other half hit workers busy with a task, one after the other in one run (each costs Ray a
+# worker start): Ray retries the task, and the job ends complete and equal.
+def _ray_case(root: Path, ray_cluster, name: str, task: str, argv, check) -> None:
+    address, cluster_pid = ray_cluster
+    ref_out, ref = reference(root, name, argv)
+    driver_kills = (KILLS + 1) // 2
+    case = _case(name, argv, lambda out: check(out, ref_out))
+    s = survive_kills(case, ref, root / name, kills=driver_kills)
+    assert s["kills"] >= driver_kills
+    killed: list[int] = []
+    out = root / name / "workers" / "out"
+    r = run_cmd(argv(out, False), during=worker_killer(cluster_pid, task, KILLS - driver_kills,
+                                                       seed=len(name), done=killed))
+    assert r.rc == 0, r.stderr
+    check(out, ref_out)
+    check_no_partial(out)
+    assert len(killed) == KILLS - driver_kills, f"only {len(killed)} workers killed"
+    REPORT.append(f"{name}: + {len(killed)} SIGKILLs of Ray workers busy with a task (retried "
+                  "by Ray), the job checked equal to the uninterrupted one")
+
+
+def test_batch_localize_on_ray_survives_kills(world, trained, ray_cluster):
+    root, data = world
+    manifest = root / "features-ray.txt"
+    manifest.write_text(f"{data}\n")
+
+    def argv(out: Path, again: bool) -> list[str]:
+        return acn("batch", "localize", "--manifest", manifest, "--run", trained[0], "--out",
+                   out, "--ray", ray_cluster[0], "--max-retries", "10", "--no-progress")
+    _ray_case(root, ray_cluster, "acn batch localize --ray", "acn-localize", argv,
+              same_batch("localize", True))
+
+
+def test_batch_extract_on_ray_survives_kills(world, videos, ray_cluster):
+    root, _ = world
+
+    def argv(out: Path, again: bool) -> list[str]:
+        return acn("batch", "extract", "--manifest", root / "videos.txt", "--out", out,
+                   "--ray", ray_cluster[0], "--max-retries", "10", *EXTRACT, "--no-progress")
+    _ray_case(root, ray_cluster, "acn batch extract --ray", "acn-extract", argv,
+              same_batch("extract", False))
