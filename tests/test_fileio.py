@@ -110,9 +110,9 @@ def test_fault_points_kill_inside_writes(tmp_path):
 
 
 def test_fault_hook_is_off_unless_asked():
-    assert os.environ.get("ACN_FAULT_AT") is None or fileio._FAULTS
-    if not os.environ.get("ACN_FAULT_AT") and not os.environ.get("ACN_FAULT_TRACE"):
-        assert fileio._FAULTS is False
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACN_FAULT")}
+    code = "import acn.fileio as f; assert f._FAULTS is False and f._fault_count == 0"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
 
 
 def test_write_text_into_a_folder_path_is_an_error(tmp_path):

@@ -82,10 +82,15 @@ def test_two_real_trains_on_one_folder(tmp_path, world, trained):
         while not (out / "run.json").is_file():  # it holds the lock from then on
             assert first.poll() is None and time.monotonic() - t0 < 120
             time.sleep(0.05)
-        for again in (False, True):
-            r = run(argv(out, again))
-            assert r.rc == 2 and f"another acn process (pid {first.pid})" in r.stderr, r.stderr
-            assert r.seconds < 30
+        first.send_signal(signal.SIGSTOP)  # paused, still holding the lock: no race with its end
+        try:
+            for again in (False, True):
+                r = run(argv(out, again))
+                assert r.rc == 2 and f"another acn process (pid {first.pid})" in r.stderr, \
+                    r.stderr
+                assert r.seconds < 30
+        finally:
+            first.send_signal(signal.SIGCONT)
         _, err = first.communicate(timeout=300)
         assert first.returncode == 0, err
     finally:
