@@ -264,7 +264,7 @@ def diagnosed(problem):
     return d, gt_rows, det_rows, brute_kinds(gt_rows, det_rows, videos, t, 0.1)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problems())
 def test_agrees_with_brute_force(problem):
     d, gt_rows, det_rows, (kind, rank, _) = diagnosed(problem)
@@ -293,7 +293,7 @@ def test_agrees_with_brute_force(problem):
     assert sum(d.totals("all").values()) + d.num_unscored == len(det_rows)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problems())
 def test_sensitivity_agrees_with_brute_force(problem):
     d, gt_rows, det_rows, (kind, rank, matched) = diagnosed(problem)
@@ -321,7 +321,7 @@ def test_sensitivity_agrees_with_brute_force(problem):
                 assert math.isnan(sens.map_n[b])
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problems())
 def test_ap_is_the_evaluators_ap(problem):
     videos, gt, dets, t = problem
