@@ -206,7 +206,9 @@ def test_train_killed_right_after_its_run_description_resumes(world, trained):
 # -- on Ray: the driver killed (a preempted node), and Ray workers killed mid-task --------------
 # Half of the kills hit the driver (each costs a driver start, ~3 s, plus joining the cluster),
 # the other half hit workers busy with a task, one after the other in one run (each costs Ray a
-# worker start): Ray retries the task, and the job ends complete and equal.
+# worker start): Ray retries the task, and the job ends complete and equal. Tasks ask for both
+# CPUs of the test's cluster, so one worker runs at a time and the job cannot end before the
+# worker kills are done.
 def _ray_case(root: Path, ray_cluster, name: str, task: str, argv, check) -> None:
     address, cluster_pid = ray_cluster
     ref_out, ref = reference(root, name, argv)
@@ -233,7 +235,8 @@ def test_batch_localize_on_ray_survives_kills(world, trained, ray_cluster):
 
     def argv(out: Path, again: bool) -> list[str]:
         return acn("batch", "localize", "--manifest", manifest, "--run", trained[0], "--out",
-                   out, "--ray", ray_cluster[0], "--max-retries", "10", "--no-progress")
+                   out, "--ray", ray_cluster[0], "--num-cpus", "2", "--max-retries", "10",
+                   "--no-progress")
     _ray_case(root, ray_cluster, "acn batch localize --ray", "acn-localize", argv,
               same_batch("localize", True))
 
@@ -243,6 +246,7 @@ def test_batch_extract_on_ray_survives_kills(world, videos, ray_cluster):
 
     def argv(out: Path, again: bool) -> list[str]:
         return acn("batch", "extract", "--manifest", root / "videos.txt", "--out", out,
-                   "--ray", ray_cluster[0], "--max-retries", "10", *EXTRACT, "--no-progress")
+                   "--ray", ray_cluster[0], "--num-cpus", "2", "--max-retries", "10",
+                   *EXTRACT, "--no-progress")
     _ray_case(root, ray_cluster, "acn batch extract --ray", "acn-extract", argv,
               same_batch("extract", False))
