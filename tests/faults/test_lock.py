@@ -14,7 +14,7 @@ import pytest
 from acn.errors import AcnError
 from acn.runlock import LOCK_NAME, RunLock
 
-from faults.harness import acn, env, run, train_argv
+from faults.harness import env, run, train_argv
 
 HOLD = ("import sys; from acn.runlock import RunLock; l = RunLock(); l.acquire(sys.argv[1]); "
         "print('held', flush=True); sys.stdin.read()")
