@@ -95,9 +95,12 @@
     var lay = {
       title: { text: v.id + " (" + v.duration + " s) - ground truth: " +
         (v.labels.length ? v.labels.join(", ") : "none"), x: 0.01, xanchor: "left" },
-      height: height, margin: { l: 150, r: 20, t: 50, b: 50 }, barmode: "overlay",
+      // room on the left for the longest row name (about 7 px a character)
+      height: height, barmode: "overlay",
+      margin: { l: Math.max(110, 12 + 7 * Math.max.apply(null, rows.map(function (r) { return r.length; }))),
+                r: 20, t: 50, b: 50 },
       template: "plotly_white", hovermode: "closest", dragmode: "zoom",
-      legend: { orientation: "h", y: -0.08 },
+      legend: { orientation: "h", y: -0.11, yanchor: "top" },
       xaxis: { range: [0, v.duration], title: { text: "seconds" }, anchor: "y" + (panels ? panels + 1 : "") }
     };
     var usable = height - 110;
