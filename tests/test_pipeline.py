@@ -353,6 +353,9 @@ def test_demo_quick_runs_end_to_end(tmp_path, capsys):
         assert load_results(out / f"pred_{s}.json")
     assert list((out / "plots").glob("*.png"))
     assert (out / "config.yaml").is_file() and (out / "run" / "config.yaml").is_file()
+    page = out / "report.html"  # the demo ends with its HTML report, and says where it is
+    assert page.is_file() and page.stat().st_size > 100_000
+    assert str(page) in capsys.readouterr().out
 
 
 def test_score_one_shares_lc_tables_between_stream_and_joint_scoring(tiny, trained, monkeypatch):
