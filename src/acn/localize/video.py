@@ -38,8 +38,13 @@ class StreamProposals:
 Scored = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 #: ``localize.whole_video``: no whole-video proposal | scored by -L among the others |
-#: ranked first among its class's proposals of the video and kept out of NMS.
+#: ranked above every other proposal (by the class's video score) and kept out of NMS.
 WHOLE_VIDEO_MODES = ("off", "scored", "first")
+
+#: Under ``whole_video: first`` a whole-video proposal scores this plus the class's video
+#: score plus ``localize.video_score_weight``: above every -L score, which lies in [-3, 3]
+#: (L_OIC in [-1, 1], Lc - 1 in [-2, 0]) before the video-score term.
+WHOLE_FIRST_OFFSET = 4.0
 
 
 def whole_video_mode(value) -> str:
@@ -157,8 +162,14 @@ def score_candidates(cfg: Mapping, feats: torch.Tensor | list[torch.Tensor], out
     sc = torch.cat([p[1] for p in parts])
     lab = torch.cat([p[2] for p in parts])
     whole = torch.cat([p[3] for p in parts])
+    vs = torch.from_numpy(out.video_scores).double()[lab]
     if loc["video_score_weight"]:
-        sc = sc + loc["video_score_weight"] * torch.from_numpy(out.video_scores).double()[lab]
+        sc = sc + loc["video_score_weight"] * vs
+    if whole_mode == "first" and bool(whole.any()):
+        # the whole-video guess first, in the order of the video scores across videos, and
+        # ACN's proposals after it: appended lower-ranked detections cannot lower a class's AP,
+        # so where actions fill the videos ACN keeps at least the guess's AP
+        sc = torch.where(whole, WHOLE_FIRST_OFFSET + abs(loc["video_score_weight"]) + vs, sc)
     return seg, sc, lab, whole
 
 
@@ -166,9 +177,8 @@ def suppress(scored: Scored | None, cfg: Mapping) -> StreamProposals:
     """The proposals NMS keeps (``localize.nms``: greedy, or soft NMS with its decayed
     scores) of :func:`score_candidates`' output; none where it found no candidate.
 
-    With ``localize.whole_video: first`` the whole-video proposals skip NMS (they neither
-    suppress nor are suppressed) and each is scored just above the best proposal of its class
-    kept in the video, so that the video's ranking across videos stays ACN's."""
+    With ``localize.whole_video: first`` the whole-video proposals (scored above all others by
+    :func:`score_candidates`) skip NMS: they neither suppress nor are suppressed."""
     if scored is None:
         return StreamProposals(np.zeros((0, 2)), np.zeros(0), np.zeros(0, dtype=np.int64))
     seg, sc, lab, whole = scored
@@ -176,14 +186,9 @@ def suppress(scored: Scored | None, cfg: Mapping) -> StreamProposals:
     if whole_video_mode(loc["whole_video"]) == "first" and bool(whole.any()):
         rest = suppress((seg[~whole], sc[~whole], lab[~whole], whole[~whole]), {
             **cfg, "localize": {**loc, "whole_video": "off"}})
-        w_lab, w_sc = lab[whole].numpy(), sc[whole].numpy().copy()
-        for i, c in enumerate(w_lab):
-            mine = rest.scores[rest.labels == c]
-            if mine.size:  # above the class's best, by a margin far below score gaps
-                w_sc[i] = mine.max() + 1e-6 * max(1.0, abs(mine.max()))
         return StreamProposals(np.concatenate([seg[whole].numpy(), rest.segments]),
-                               np.concatenate([w_sc, rest.scores]),
-                               np.concatenate([w_lab, rest.labels]))
+                               np.concatenate([sc[whole].numpy(), rest.scores]),
+                               np.concatenate([lab[whole].numpy(), rest.labels]))
     if loc["nms"] == "greedy":
         keep = nms(seg, sc, lab, iou_threshold=loc["nms_iou"], topk=loc["pre_nms_topk"],
                    max_dets=loc["max_detections"])
