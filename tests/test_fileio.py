@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -105,7 +106,9 @@ def test_fault_points_kill_inside_writes(tmp_path):
     names = [p.name for p in out.iterdir()]
     assert "f0" not in names and len(names) == 1 and names[0].startswith(".f0.")
     env = {**os.environ, "ACN_FAULT_AT": "2:SIGINT"}
-    p = subprocess.run([sys.executable, "-c", code, str(out)], env=env, capture_output=True)
+    p = subprocess.run([sys.executable, "-c", code, str(out)], env=env, capture_output=True,
+                       # SIGINT as Ctrl-C sends it, even where this runs as a background job
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert p.returncode != 0 and b"KeyboardInterrupt" in p.stderr
 
 

@@ -82,6 +82,13 @@ def reap_group(pgid: int) -> None:
             pass
 
 
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that must answer Ctrl-C: a shell starts background jobs
+    (``cmd &``, so also a CI script run that way) with SIGINT ignored, the child would inherit
+    that, and Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run(argv: list[str], extra_env: dict | None = None, signal_after: float | None = None,
         sig: int = signal.SIGKILL, timeout: float = 300,
         during: Callable[[subprocess.Popen], None] | None = None) -> Result:
@@ -89,7 +96,8 @@ def run(argv: list[str], extra_env: dict | None = None, signal_after: float | No
     still running). ``during(proc)`` runs in a thread while the command runs."""
     t0 = time.monotonic()
     p = subprocess.Popen(argv, env=env(**(extra_env or {})), stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, start_new_session=True)
+                         stderr=subprocess.PIPE, start_new_session=True,
+                         preexec_fn=default_sigint)
     side = None
     if during is not None:
         side = threading.Thread(target=during, args=(p,), daemon=True)
