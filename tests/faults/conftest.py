@@ -30,6 +30,18 @@ def world(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def many_videos(world):
+    """A second, larger feature folder (48 videos) for `acn batch localize --ray`: its tasks
+    take ~0.1 s on a warm worker, and 16 of them could end before the worker kills landed."""
+    from acn.data.canonical import save_canonical
+
+    from conftest import tiny_dataset
+
+    ann, feats = tiny_dataset(n_train=8, n_test=40, dim=1024, seed=2)
+    return save_canonical(world[0] / "data-many", ann, feats)
+
+
+@pytest.fixture(scope="session")
 def trained(world):
     """``(run, Reference)``: an uninterrupted `acn train` (measured: seconds, fault points)."""
     root, data = world

@@ -351,20 +351,26 @@ def busy_workers(cluster_pid: int, task: str) -> list[int]:
 def worker_killer(cluster_pid: int, task: str, kills: int, seed: int, done: list):
     """A ``during`` hook: SIGKILL up to ``kills`` Ray workers, one after the other, each a
     seeded random moment (0-0.3 s) after it was seen busy with ``task``; Ray retries the task
-    on a new worker. Appends the pid of each killed worker to ``done``."""
+    on a new worker. Appends the pid of each killed worker to ``done``. A task that ends before
+    its kill halves the next range (tasks on a warm worker are short, and the job must not end
+    before all kills landed)."""
     rng = np.random.default_rng([seed, 7])
 
     def during(p: subprocess.Popen) -> None:
+        misses = 0
         while p.poll() is None and len(done) < kills:
             pids = busy_workers(cluster_pid, task)
             if not pids:
-                time.sleep(0.02)
+                time.sleep(0.005)
                 continue
-            time.sleep(float(rng.uniform(0.0, 0.3)))
-            if pids[0] in busy_workers(cluster_pid, task):
-                try:
-                    os.kill(pids[0], signal.SIGKILL)
-                    done.append(pids[0])
-                except ProcessLookupError:
-                    pass
+            time.sleep(float(rng.uniform(0.0, 0.3)) * 0.5 ** misses)
+            if pids[0] not in busy_workers(cluster_pid, task):
+                misses += 1
+                continue
+            try:
+                os.kill(pids[0], signal.SIGKILL)
+                done.append(pids[0])
+                misses = 0
+            except ProcessLookupError:
+                misses += 1
     return during

@@ -138,6 +138,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         summary = run_local(items, spec, workers=args.workers, max_retries=args.max_retries,
                             progress=progress)
+    # Workers killed mid-write during the job (a Ray worker, a pool process) left temporaries
+    # that the start's sweep could not see; they are dead now, so sweep again.
+    for d in (args.out, args.out / "features", args.out / "detections"):
+        remove_stale_temporaries(d)
     written = finish(summary, spec, items, shard, stream)
     rate = ""
     if summary.done and summary.seconds > 0:
