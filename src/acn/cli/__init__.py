@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "localize": ("acn.cli.localize", "localize actions: a dataset subset or one video file"),
     "evaluate": ("acn.cli.evaluate", "mAP of a results JSON against ground truth"),
     "ablate": ("acn.cli.experiment", "the paper's ablation tables (alpha, scoring, streams, baselines)"),
+    "refine": ("acn.cli.refine", "refine another model's CAS into detections (regression nets, "
+               "-L scoring)"),
     "baseline": ("acn.cli.localize", "CAS-thresholding baseline detections from a trained run"),
     "extract": ("acn.cli.extract", "I3D RGB + flow features from video files"),
     "convert": ("acn.cli.convert", "copy a dataset into the canonical (pickle-free) layout"),

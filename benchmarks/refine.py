@@ -1,0 +1,124 @@
+"""What ``acn refine`` adds to the CAS of each in-harness base model, per family member.
+
+For each trained run of ``benchmarks/family.py`` (``OUT/runs/{tag}_{preset}{k}_s{seed}``),
+the CAS of its base models (RGB, Flow, and their mean: three base models' outputs) on the
+training and test videos go through
+
+- CAS thresholding (:func:`acn.baselines.cas_detections`, the in-harness baseline), and
+- ``acn refine`` (:class:`acn.refine.Refiner`: regression nets trained on the training
+  videos' CAS, -L scoring; with and without the regression nets),
+
+and the test-split mAP@0.5 / average mAP of each is written to
+``OUT/refine/{tag}_{preset}{k}_s{seed}.json``; ``--table`` prints them as Markdown::
+
+    python benchmarks/refine.py --preset thumos14 --members 0 2 4 6 --out /tmp/fam --tag v8
+    python benchmarks/refine.py --out /tmp/fam --table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from family import dataset  # noqa: E402
+
+from acn.ablation import choose_protocol  # noqa: E402
+from acn.baselines import cas_detections  # noqa: E402
+from acn.config import merge, parse_set  # noqa: E402
+from acn.evaluate import evaluate  # noqa: E402
+from acn.fileio import write_json  # noqa: E402
+from acn.pipeline import ACN  # noqa: E402
+from acn.refine import Refiner  # noqa: E402
+from acn.selection import default_tious_for  # noqa: E402
+from acn.train.outputs import mean_outputs  # noqa: E402
+
+SOURCES = ("rgb", "flow", "both")
+METHODS = ("CAS thresholding", "refine", "refine, no regression")
+
+
+def run_one(args, k: int, seed: int) -> dict:
+    suffix = (f"_v{args.videos}" if args.videos else "") + (f"_d{args.dim}" if args.dim else "")
+    name = f"{args.tag}_{args.preset}{k}{suffix}_s{seed}"
+    target = args.out / "refine" / f"{name}.json"
+    if target.is_file():
+        return json.loads(target.read_text())
+    run = args.out / "runs" / name
+    ds = dataset(args.out, args.preset, k, args.videos, args.dim)
+    model = ACN.load(run)
+    ann = ds.annotations
+    train = [v.id for v in ds.subset(ann.train_subset)]
+    test = [v.id for v in ds.subset(ann.test_subset)]
+    protocol, tious = choose_protocol(ds, ann.test_subset), default_tious_for(ds)
+    outs = {s: model.base_outputs(ds, train + test, s) for s in ("rgb", "flow")}
+    # the refiner starts from defaults, as `acn refine` does, plus the run's seed
+    cfg = merge(model.cfg, parse_set(["acn.anchors=null", "acn.regression=true",
+                                      "localize.whole_video=null", "localize.nms_iou=null",
+                                      "localize.rgb_weight=null", "acn.alpha=null",
+                                      *args.set]), "benchmark")
+    res: dict = {}
+    for src in SOURCES:
+        cas = outs[src] if src != "both" else {v: mean_outputs(outs, v) for v in train + test}
+        t0 = time.perf_counter()
+        refiner = Refiner(merge(cfg, {}, ""))
+        refiner.fit(ds, {v: cas[v] for v in train}, progress=False)
+        fit_s = time.perf_counter() - t0
+        runs = {"CAS thresholding": cas_detections({v: cas[v] for v in test}, ds),
+                "refine": refiner.localize(ds, cas, test, progress=False)}
+        refiner.cfg["acn"]["regression"] = False
+        runs["refine, no regression"] = refiner.localize(ds, cas, test, progress=False)
+        res[src] = {"fit_seconds": round(fit_s, 1)}
+        for m, d in runs.items():
+            r = evaluate(ann, d, ann.test_subset, protocol, tious=tious)
+            key05 = min(r.tious, key=lambda t: abs(t - 0.5))
+            res[src][m] = {"map05": 100 * r.map[key05], "avg": 100 * r.average}
+        print(f"{name} {src}: " + ", ".join(
+            f"{m} {v['map05']:.1f}/{v['avg']:.1f}" for m, v in res[src].items()
+            if isinstance(v, dict)), flush=True)
+    out = {"tag": args.tag, "preset": args.preset, "member": k, "seed": seed,
+           "protocol": protocol, "results": res, "set": args.set}
+    write_json(target, out)
+    return out
+
+
+def table(out: Path) -> str:
+    lines = ["| run | CAS of | " + " | ".join(METHODS) + " | refine - CAS |",
+             "|---|---|" + "---|" * (len(METHODS) + 1)]
+    for p in sorted((out / "refine").glob("*.json")):
+        r = json.loads(p.read_text())
+        for src in SOURCES:
+            v = r["results"][src]
+            d05 = v["refine"]["map05"] - v["CAS thresholding"]["map05"]
+            davg = v["refine"]["avg"] - v["CAS thresholding"]["avg"]
+            lines.append(f"| {p.stem} | {src} | " + " | ".join(
+                f"{v[m]['map05']:.1f} / {v[m]['avg']:.1f}" for m in METHODS)
+                + f" | {d05:+.1f} / {davg:+.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="thumos14")
+    p.add_argument("--members", type=int, nargs="*", default=[0, 2, 4, 6])
+    p.add_argument("--seeds", type=int, nargs="*", default=[0])
+    p.add_argument("--out", type=Path, required=True, help="benchmarks/family.py's --out")
+    p.add_argument("--tag", default="v8")
+    p.add_argument("--set", action="append", default=[], help="refiner config override")
+    p.add_argument("--videos", type=int, default=None)
+    p.add_argument("--dim", type=int, default=None)
+    p.add_argument("--table", action="store_true")
+    args = p.parse_args()
+    if args.table:
+        print(table(args.out))
+        return
+    for k in args.members:
+        for seed in args.seeds:
+            run_one(args, k, seed)
+
+
+if __name__ == "__main__":
+    main()
