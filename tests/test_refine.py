@@ -182,3 +182,25 @@ def test_cli_refine_errors(tmp_path, world, capsys):
     assert main(["refine", "--cas", str(wide), "--data", str(data), "--out", str(out)]) == 2
     assert "--background last" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_refine_reuses_the_nets_of_an_acn_train_run(tmp_path, world):
+    """`--run` of an `acn train` folder: its regression nets over its own base models' CAS
+    (exported with save_cas); the attention threshold is recalibrated on the refined videos."""
+    from acn.pipeline import ACN
+
+    ann, feats, ds, _ = world
+    data = save_canonical(tmp_path / "data", ann, feats)
+    quick = FAST_SET + ["base.epochs=2", "train.epochs=1", "select.validation_fraction=0"]
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--quiet",
+                 *sum((["--set", s] for s in quick), [])]) == 0
+    model = ACN.load(tmp_path / "run")
+    test = [v.id for v in ds.subset("test")]
+    save_cas(tmp_path / "cas", model.base_outputs(ds, test, "flow"))
+    out = tmp_path / "p.json"
+    assert main(["refine", "--cas", str(tmp_path / "cas"), "--data", str(data), "--out",
+                 str(out), "--run", str(tmp_path / "run"), "--quiet"]) == 0
+    res = json.loads(out.read_text())["results"]
+    assert set(res) == set(test) and any(res.values())
+    refiner = Refiner.load(tmp_path / "run")
+    assert refiner.attention_threshold is None  # not on this CAS's scale: recalibrated
