@@ -133,7 +133,10 @@ def test_refine_recovers_the_actions_of_a_clean_cas_and_reloads_identically(tmp_
     test = [v.id for v in ds.subset("test")]
     refiner = Refiner(resolve(overrides=REFINE_SET))
     log = refiner.fit(ds, read_cas(src, ds, train), run=tmp_path / "run", progress=False)
-    assert [h["loss"] for h in log["rgb_regression"]["history"]], "no training happened"
+    check = log["regression_check"]  # acn train's regression check, on carved videos
+    assert check["validation_videos"] > 0
+    assert refiner.cfg["acn"]["regression"] == check["regression"]
+    assert check["regression"] == (check["bootstrap_support"] >= 0.8)
     test_cas = read_cas(src, ds, test)
     dets = refiner.localize(ds, test_cas, test, progress=False)
     assert set(dets) == set(test)
@@ -144,9 +147,17 @@ def test_refine_recovers_the_actions_of_a_clean_cas_and_reloads_identically(tmp_
     assert r.map[0.5] >= 0.7, r.map  # the CAS holds the actions (on noise up to 0.35)
     again = Refiner.load(tmp_path / "run").localize(ds, test_cas, test, progress=False)
     assert again == dets
-    # the nets are used: without them the boundaries are the CAS segments' own
-    refiner.cfg["acn"]["regression"] = False
-    assert refiner.localize(ds, test_cas, test, progress=False) != dets
+    # nets trained without the check move the boundaries: not the CAS segments' own
+    forced = Refiner(resolve(overrides=REFINE_SET + ["select.regression_check=false"]))
+    log = forced.fit(ds, read_cas(src, ds, train), progress=False)
+    assert all(h["loss"] is not None for h in log["rgb_regression"]["history"])
+    regressed = []
+    for reg in (True, False):
+        forced.cfg["acn"]["regression"] = reg
+        regressed.append(forced.localize(ds, test_cas, test, progress=False))
+    assert regressed[0] != regressed[1]
+    if not check["regression"]:
+        assert dets == regressed[1]
 
 
 def _npz(tmp_path, cas) -> str:

@@ -266,14 +266,19 @@ class Refiner:
         select.fill_unchosen(model)
         if cfg["acn"]["anchors"] is None:
             select.choose_anchors(model, ds, ids, {"rgb": cas, "flow": cas}, labels)
-        self.attention_threshold = calibrate_attention(cas, cfg["base"]["attention_percentile"])
         t0 = time.perf_counter()
+        sel = cfg["select"]
+        if sel["regression_check"] and cfg["acn"]["regression"]:
+            self.log["regression_check"] = self._check_regression(ds, cas, ids, progress)
+        self.attention_threshold = calibrate_attention(cas, cfg["base"]["attention_percentile"])
+        # regression off: the loss has no gradient, the nets would stay at their zero start
+        train_cfg = cfg["train"] if cfg["acn"]["regression"] else {**cfg["train"], "epochs": 0}
         for si, stream in enumerate(STREAMS):
             col = STREAM_INDEX[stream]
             stats = stream_statistics(ds, ids, stream) if cfg["data"]["standardize"] else None
             nets, history = train_regression(
                 lambda v, c=col: ds.features(v, model.feature_dim)[c], ids, cas, labels,
-                model.feature_dim, cfg["acn"], cfg["train"], seed=int(cfg["seed"]) + 10 + si,
+                model.feature_dim, cfg["acn"], train_cfg, seed=int(cfg["seed"]) + 10 + si,
                 progress=progress, desc=f"{stream} regression (refine)", input_stats=stats)
             model.models[stream] = StreamModel(None, nets, self.attention_threshold)  # type: ignore[arg-type]
             self.log[f"{stream}_regression"] = {"history": history}
@@ -289,6 +294,42 @@ class Refiner:
             write_text(Path(run) / "config.yaml", dump(cfg))
             write_json(Path(run) / "refine.json", self.log)
         return self.log
+
+    def _check_regression(self, ds: Dataset, cas: dict[str, BaseOutputs], ids: list[str],
+                          progress: bool) -> dict | None:
+        """``acn train``'s regression check (:func:`acn.train.select.check_regression`) on
+        this CAS: nets trained on a fit split localize the carved training videos with and
+        without regression; regression is kept only where it wins by more than
+        ``select.regression_margin`` (average mAP) there and on ``select.regression_support``
+        of bootstrap resamples. Without segment annotations on the carved videos nothing is
+        checked (None). On family member 4 the nets moved Flow-less RGB CAS boundaries badly
+        (-2.3 mAP@0.5 against CAS thresholding; +0.7 without them)."""
+        import copy
+
+        from acn import selection
+
+        cfg = self.cfg
+        fit_ids, val_ids = selection.carve_ids(ids, cfg["select"]["validation_fraction"],
+                                               int(cfg["seed"]))
+        if not fit_ids or not val_ids or not any(ds.video(v).segments for v in val_ids):
+            return None
+        probe = Refiner(copy.deepcopy(cfg))
+        probe.cfg["select"]["regression_check"] = False
+        probe.fit(ds, {v: cas[v] for v in fit_ids}, progress=progress)
+        scores, dets = {}, {}
+        for reg in (True, False):
+            probe.cfg["acn"]["regression"] = reg
+            dets[reg] = probe.localize(ds, cas, val_ids, progress=False)
+            scores[reg] = selection.carved_average_map(ds, val_ids, dets[reg])
+        margin = cfg["select"]["regression_margin"]
+        support = (selection.bootstrap_win_rate(ds, val_ids, dets[True], dets[False], margin,
+                                                seed=int(cfg["seed"]))
+                   if scores[True] > scores[False] + margin else 0.0)
+        keep = support >= cfg["select"]["regression_support"]
+        cfg["acn"]["regression"] = bool(keep)
+        return {"with_regression": scores[True], "without_regression": scores[False],
+                "bootstrap_support": support, "regression": bool(keep),
+                "fit_videos": len(fit_ids), "validation_videos": len(val_ids)}
 
     @classmethod
     def load(cls, run: Path) -> "Refiner":
