@@ -69,3 +69,15 @@ def fast_cfg():
     from acn.config import resolve
 
     return resolve(overrides=FAST_SET)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: on a shared 2-core machine torch's default threads fight
+    each other and make tiny models' training several times slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

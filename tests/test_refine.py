@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -24,12 +23,7 @@ from conftest import FAST_SET, tiny_dataset
 REFINE_SET = [s for s in FAST_SET if not s.startswith("base.")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def gt_cas(ann, feats, seed: int = 0, widen: int = 2) -> dict[str, np.ndarray]:

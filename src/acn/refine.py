@@ -316,20 +316,16 @@ class Refiner:
         probe = Refiner(copy.deepcopy(cfg))
         probe.cfg["select"]["regression_check"] = False
         probe.fit(ds, {v: cas[v] for v in fit_ids}, progress=progress)
-        scores, dets = {}, {}
+        dets = {}
         for reg in (True, False):
             probe.cfg["acn"]["regression"] = reg
             dets[reg] = probe.localize(ds, cas, val_ids, progress=False)
-            scores[reg] = selection.carved_average_map(ds, val_ids, dets[reg])
-        margin = cfg["select"]["regression_margin"]
-        support = (selection.bootstrap_win_rate(ds, val_ids, dets[True], dets[False], margin,
-                                                seed=int(cfg["seed"]))
-                   if scores[True] > scores[False] + margin else 0.0)
-        keep = support >= cfg["select"]["regression_support"]
-        cfg["acn"]["regression"] = bool(keep)
-        return {"with_regression": scores[True], "without_regression": scores[False],
-                "bootstrap_support": support, "regression": bool(keep),
-                "fit_videos": len(fit_ids), "validation_videos": len(val_ids)}
+        verdict = selection.keep_regression(ds, val_ids, dets[True], dets[False],
+                                            cfg["select"]["regression_margin"],
+                                            cfg["select"]["regression_support"],
+                                            int(cfg["seed"]))
+        cfg["acn"]["regression"] = verdict["regression"]
+        return {**verdict, "fit_videos": len(fit_ids), "validation_videos": len(val_ids)}
 
     @classmethod
     def load(cls, run: Path) -> "Refiner":

@@ -161,6 +161,21 @@ def bootstrap_win_rate(ds: Dataset, val_ids: Sequence[str], a: Mapping, b: Mappi
     return wins / rounds
 
 
+def keep_regression(ds: Dataset, val_ids: Sequence[str], with_reg: Mapping,
+                    without_reg: Mapping, margin: float, support_needed: float,
+                    seed: int = 0) -> dict:
+    """The regression check's verdict from the carved videos' detections with and without
+    the regression nets: kept when ahead by more than ``margin`` average mAP and on at least
+    ``support_needed`` of bootstrap resamples (:func:`bootstrap_win_rate`). Returns
+    ``{"with_regression", "without_regression", "bootstrap_support", "regression"}``."""
+    scores = {True: carved_average_map(ds, val_ids, with_reg),
+              False: carved_average_map(ds, val_ids, without_reg)}
+    support = (bootstrap_win_rate(ds, val_ids, with_reg, without_reg, margin, seed=seed)
+               if scores[True] > scores[False] + margin else 0.0)
+    return {"with_regression": scores[True], "without_regression": scores[False],
+            "bootstrap_support": support, "regression": bool(support >= support_needed)}
+
+
 def best_choice(scores: Mapping[tuple[float, ...], float], prefer: tuple[float, ...],
                 tolerance: float = 1e-6) -> tuple[float, ...]:
     """Of the keys scoring within ``tolerance`` of the best, the one nearest ``prefer`` (L1

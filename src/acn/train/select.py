@@ -160,24 +160,19 @@ def check_regression(model, ds: Dataset, fit_ids: list[str], val_ids: list[str],
             cfg["acn"], cfg["train"], seed=int(cfg["seed"]) + 10 + si, progress=progress,
             desc=f"{s} regression (carved split)",
             input_stats=input_statistics(models[s]) if cfg["data"]["standardize"] else None)
-    scores, dets = {}, {}
+    dets = {}
     for reg in (True, False):
         probe.cfg["acn"]["regression"] = reg
         dets[reg] = probe.localize(ds, val_ids, ["fused"], progress=False)["fused"]
-        scores[reg] = selection.carved_average_map(ds, val_ids, dets[reg])
     margin = cfg["select"]["regression_margin"]
-    support = (selection.bootstrap_win_rate(ds, val_ids, dets[True], dets[False], margin,
-                                            seed=int(cfg["seed"]))
-               if scores[True] > scores[False] + margin else 0.0)
-    keep = support >= cfg["select"]["regression_support"]
-    cfg["acn"]["regression"] = bool(keep)
+    verdict = selection.keep_regression(ds, val_ids, dets[True], dets[False], margin,
+                                        cfg["select"]["regression_support"], int(cfg["seed"]))
+    cfg["acn"]["regression"] = verdict["regression"]
     return {"criterion": f"average mAP over tIoU {selection.default_tious(ds)} of fused "
                          "ACN on the carved videos, nets trained on the fit split; kept "
                          f"when ahead by > {margin:g} there and on >= "
                          f"{cfg['select']['regression_support']:g} of bootstrap resamples",
-            "with_regression": scores[True], "without_regression": scores[False],
-            "bootstrap_support": support,
-            "regression": bool(keep), "seconds": round(time.perf_counter() - t0, 2)}
+            **verdict, "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def choose_scoring(model, ds: Dataset, val_ids: list[str],
