@@ -1,0 +1,112 @@
+"""The self-trained second stage: pseudo-labels from detections, and the snippet classifier."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from acn.train.second_stage import (
+    IGNORE,
+    label_quality,
+    pseudo_labels,
+    snippet_cas,
+    train_snippet_net,
+    truth_labels,
+)
+
+from conftest import tiny_dataset
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def brute_labels(segs, scores, labels, T, vc, C, cas, frac, edge, bgc):
+    """pseudo_labels, snippet by snippet, from its docstring."""
+    dets = [(s, e, sc, c) for (s, e), sc, c in zip(segs, scores, labels) if c in vc]
+    best = {c: max(sc for _, _, sc, cc in dets if cc == c) for c in {d[3] for d in dets}}
+    conf = [(s, e, c) for s, e, sc, c in dets if sc >= frac * best[c]]
+    out = []
+    for t in range(T):
+        x = t + 0.5
+        claimed = {c for s, e, c in conf if s <= x < e}
+        lab = claimed.pop() if len(claimed) == 1 else IGNORE
+        covered = any(s <= x < e for s, e, _, _ in dets)
+        if not covered and set(best) >= set(vc):
+            if cas is None or not vc:
+                lab = C
+            else:
+                m = max(cas[c].max() for c in vc)
+                if max(cas[c][t] for c in vc) < bgc * max(m, 1e-12):
+                    lab = C
+        if any(abs(x - b) < edge for s, e, _ in conf for b in (s, e)):
+            lab = IGNORE
+        out.append(lab)
+    return np.array(out)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 30), st.integers(0, 6), st.integers(1, 4), st.data())
+def test_pseudo_labels_match_a_snippet_by_snippet_reading(T, n, C, data):
+    segs = np.array([sorted(data.draw(st.lists(st.floats(0, T, width=32), min_size=2,
+                                                max_size=2))) for _ in range(n)],
+                    dtype=np.float64).reshape(-1, 2)
+    scores = np.array(data.draw(st.lists(st.floats(0.01, 2), min_size=n, max_size=n)))
+    labels = np.array(data.draw(st.lists(st.integers(0, C - 1), min_size=n, max_size=n)),
+                      dtype=np.int64)
+    vc = sorted(set(data.draw(st.lists(st.integers(0, C - 1), min_size=1, max_size=C))))
+    cas = data.draw(st.none() | st.just(np.random.default_rng(T).uniform(0, 1, (C, T))))
+    frac = data.draw(st.sampled_from([0.0, 0.5, 0.9]))
+    edge = data.draw(st.integers(0, 2))
+    got = pseudo_labels(segs, scores, labels, T, vc, C, cas, frac, edge, 0.3)
+    np.testing.assert_array_equal(got, brute_labels(segs, scores, labels, T, vc, C, cas,
+                                                    frac, edge, 0.3))
+
+
+def test_pseudo_labels_by_hand():
+    # class 0 at [2, 6) (score 1), a weak class-0 detection at [8, 10) (0.3: not confident),
+    # a class-1 detection the video is not labelled with (ignored entirely)
+    segs = np.array([[2, 6], [8, 10], [12, 14]], dtype=float)
+    got = pseudo_labels(segs, np.array([1.0, 0.3, 1.0]), np.array([0, 0, 1]), 16, [0], 2,
+                        None, 0.5, 1, 0.2)
+    bg, ig = 2, IGNORE
+    #                 0   1   2   3  4  5   6   7   8   9  10  11  12  13  14  15
+    want = np.array([bg, ig, ig, 0, 0, ig, ig, bg, ig, ig, bg, bg, bg, bg, bg, bg])
+    np.testing.assert_array_equal(got, want)
+    # the video is also labelled with class 1, which has no detection: no background
+    got = pseudo_labels(segs[:2], np.array([1.0, 0.3]), np.array([0, 0]), 16, [0, 1], 2)
+    assert not (got == 2).any() and (got == 0).sum() == 2
+
+
+def test_label_quality_counts():
+    t = {"a": np.array([0, 0, 2, -1, 1]), "b": np.array([2, 2])}
+    g = {"a": np.array([0, 2, 2, 0, 0]), "b": np.array([2, 1])}
+    q = label_quality(t, g, 2)
+    assert q["foreground_precision"] == pytest.approx(1 / 3)   # a: 0 ok, 0 wrong, 1 wrong
+    assert q["foreground_recall"] == pytest.approx(1 / 4)      # true fg: a0, a3, a4, b1
+    assert q["background_precision"] == pytest.approx(2 / 3)   # a2 ok, b0 ok, b1 wrong
+    assert q["coverage"] == pytest.approx(6 / 7)
+    np.testing.assert_array_equal(truth_labels([(1, 3, 0), (2.6, 4, 1)], 5, 2),
+                                  [2, 0, 0, 1, 2])
+
+
+def test_the_snippet_net_learns_clean_labels():
+    from acn.model.normalize import feature_statistics
+
+    ann, feats = tiny_dataset(n_train=24, n_test=8, dim=16, seed=3)
+    C = len(ann.classes)
+    ids = sorted(feats)
+    truth = {v: truth_labels([(s.start * 25 / 16, s.end * 25 / 16, ann.classes.index(s.label))
+                              for s in ann.videos[v].segments], feats[v][0].shape[0], C)
+             for v in ids}
+    train, test = ids[:24], ids[24:]
+    stats = [feature_statistics(feats[v][k] for v in train) for k in (0, 1)]
+    net, hist = train_snippet_net(lambda v: feats[v], {v: truth[v] for v in train}, C, stats,
+                                  {"hidden": 32, "epochs": 30, "dropout": 0.1}, seed=0)
+    assert hist[-1] < 0.5 * hist[0]
+    correct = []
+    for v in test:  # background where p(background) > 0.5, else the most likely class
+        o = snippet_cas(net, *feats[v])
+        correct.append(np.where(o.attention > 0.5, o.scp.argmax(0), C) == truth[v])
+    acc = np.concatenate(correct).mean()
+    assert acc > 0.85, acc
