@@ -7,7 +7,8 @@ training and test videos go through
 - CAS thresholding (:func:`acn.baselines.cas_detections`, the in-harness baseline), and
 - ``acn refine`` (:class:`acn.refine.Refiner`: regression nets trained on the training
   videos' CAS, -L scoring; with and without the regression nets, and as shipped: the
-  regression check on carved training videos picks one of the two),
+  choices on carved training videos, as ``acn train`` makes them, and the regression check
+  picks one of the two),
 
 and the test-split mAP@0.5 / average mAP of each is written to
 ``OUT/refine/{tag}_{preset}{k}_s{seed}.json``; ``--table`` prints them as Markdown::
@@ -39,7 +40,6 @@ from acn.selection import default_tious_for  # noqa: E402
 from acn.train.outputs import mean_outputs  # noqa: E402
 
 SOURCES = ("rgb", "flow", "both")
-METHODS = ("CAS thresholding", "refine", "refine, no regression")
 COLUMNS = ("CAS thresholding", "refine (as shipped)", "refine", "refine, no regression")
 
 
@@ -47,9 +47,8 @@ def run_one(args, k: int, seed: int) -> dict:
     suffix = (f"_v{args.videos}" if args.videos else "") + (f"_d{args.dim}" if args.dim else "")
     name = f"{args.tag}_{args.preset}{k}{suffix}_s{seed}"
     target = args.out / "refine" / f"{name}.json"
-    done = json.loads(target.read_text()) if target.is_file() else None
-    if done is not None and all("regression_check" in done["results"][s] for s in SOURCES):
-        return done
+    if target.is_file():
+        return json.loads(target.read_text())
     run = args.out / "runs" / name
     ds = dataset(args.out, args.preset, k, args.videos, args.dim)
     model = ACN.load(run)
@@ -63,34 +62,31 @@ def run_one(args, k: int, seed: int) -> dict:
                                       "localize.whole_video=null", "localize.nms_iou=null",
                                       "localize.rgb_weight=null", "acn.alpha=null",
                                       "select.regression_check=true", *args.set]), "benchmark")
-    res: dict = done["results"] if done is not None else {}
+    res: dict = {}
     for src in SOURCES:
         cas = outs[src] if src != "both" else {v: mean_outputs(outs, v) for v in train + test}
-        # the regression check alone (what `acn refine` does first); both outcomes below
-        checker = Refiner(merge(cfg, {}, ""))
+        cas_train = {v: cas[v] for v in train}
         t0 = time.perf_counter()
-        check = checker._check_regression(ds, {v: cas[v] for v in train}, train, False)
-        check_s = time.perf_counter() - t0
-        if src in res:  # measured before the check was recorded
-            res[src]["regression_check"] = {**(check or {}), "seconds": round(check_s, 1)}
-            continue
-        t0 = time.perf_counter()
-        refiner = Refiner(merge(cfg, parse_set(["select.regression_check=false"]), ""))
-        refiner.fit(ds, {v: cas[v] for v in train}, progress=False)
+        shipped = Refiner(merge(cfg, {}, ""))  # as `acn refine` runs: choices, then the check
+        shipped.fit(ds, cas_train, progress=False)
         fit_s = time.perf_counter() - t0
+        forced = Refiner(merge(cfg, parse_set(["select.regression_check=false"]), ""))
+        forced.fit(ds, cas_train, progress=False)
         runs = {"CAS thresholding": cas_detections({v: cas[v] for v in test}, ds),
-                "refine": refiner.localize(ds, cas, test, progress=False)}
-        refiner.cfg["acn"]["regression"] = False
-        runs["refine, no regression"] = refiner.localize(ds, cas, test, progress=False)
+                "refine (as shipped)": shipped.localize(ds, cas, test, progress=False),
+                "refine": forced.localize(ds, cas, test, progress=False)}
+        forced.cfg["acn"]["regression"] = False
+        runs["refine, no regression"] = forced.localize(ds, cas, test, progress=False)
         res[src] = {"fit_seconds": round(fit_s, 1),
-                    "regression_check": {**(check or {}), "seconds": round(check_s, 1)}}
+                    "regression_check": shipped.log.get("regression_check") or {},
+                    "chosen": shipped.log.get("scoring", {}).get("chosen")}
         for m, d in runs.items():
             r = evaluate(ann, d, ann.test_subset, protocol, tious=tious)
             key05 = min(r.tious, key=lambda t: abs(t - 0.5))
             res[src][m] = {"map05": 100 * r.map[key05], "avg": 100 * r.average}
         print(f"{name} {src}: " + ", ".join(
             f"{m} {v['map05']:.1f}/{v['avg']:.1f}" for m, v in res[src].items()
-            if isinstance(v, dict)), flush=True)
+            if isinstance(v, dict) and "map05" in v), flush=True)
     out = {"tag": args.tag, "preset": args.preset, "member": k, "seed": seed,
            "protocol": protocol, "results": res, "set": args.set}
     write_json(target, out)
@@ -98,22 +94,20 @@ def run_one(args, k: int, seed: int) -> dict:
 
 
 def table(out: Path) -> str:
-    lines = ["| run | CAS of | " + " | ".join(COLUMNS) + " | as shipped - CAS | regression "
-             "kept (support) |", "|---|---|" + "---|" * (len(COLUMNS) + 2)]
+    lines = ["| run | CAS of | " + " | ".join(COLUMNS) + " | as shipped - CAS | chosen: Lc "
+             "weight, alpha, whole video, NMS; regression (bootstrap support) |",
+             "|---|---|" + "---|" * (len(COLUMNS) + 2)]
     for p in sorted((out / "refine").glob("*.json")):
         r = json.loads(p.read_text())
         for src in SOURCES:
-            v = dict(r["results"][src])
-            check = v.get("regression_check")
-            if not check:
-                continue
-            v["refine (as shipped)"] = v["refine" if check.get("regression", True)
-                                         else "refine, no regression"]
+            v = r["results"][src]
+            c, check = v.get("chosen") or {}, v.get("regression_check") or {}
             d05 = v["refine (as shipped)"]["map05"] - v["CAS thresholding"]["map05"]
             davg = v["refine (as shipped)"]["avg"] - v["CAS thresholding"]["avg"]
             lines.append(f"| {p.stem} | {src} | " + " | ".join(
                 f"{v[m]['map05']:.1f} / {v[m]['avg']:.1f}" for m in COLUMNS)
-                + f" | {d05:+.1f} / {davg:+.1f} | {check.get('regression')} "
+                + f" | {d05:+.1f} / {davg:+.1f} | {c.get('rgb_weight')}, {c.get('alpha')}, "
+                f"{c.get('whole_video')}, {c.get('nms_iou')}; {check.get('regression')} "
                 f"({check.get('bootstrap_support', 0):.2f}) |")
     return "\n".join(lines)
 

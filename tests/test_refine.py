@@ -127,6 +127,10 @@ def test_refine_recovers_the_actions_of_a_clean_cas_and_reloads_identically(tmp_
     test = [v.id for v in ds.subset("test")]
     refiner = Refiner(resolve(overrides=REFINE_SET))
     log = refiner.fit(ds, read_cas(src, ds, train), run=tmp_path / "run", progress=False)
+    chosen = log["scoring"]["chosen"]  # chosen on carved training videos, as acn train does
+    assert chosen["nms_iou"] == refiner.cfg["localize"]["nms_iou"]
+    assert chosen["alpha"] == refiner.cfg["acn"]["alpha"]
+    assert "nms_iou: " + str(chosen["nms_iou"]) in (tmp_path / "run" / "config.yaml").read_text()
     check = log["regression_check"]  # acn train's regression check, on carved videos
     assert check["validation_videos"] > 0
     assert refiner.cfg["acn"]["regression"] == check["regression"]

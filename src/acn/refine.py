@@ -226,9 +226,13 @@ class Refiner:
     """ACN's regression nets and -L scoring over an external CAS.
 
     Args:
-        cfg: a resolved config; values the carved split would choose in ``acn train`` take
-            their fallbacks (:data:`acn.selection.CHOSEN_FALLBACKS`), and anchors are sized
-            from the CAS segments of the training videos when ``acn.anchors`` is null.
+        cfg: a resolved config. Values left null are chosen as ``acn train`` chooses them, on
+            videos carved from the training videos (when they have segment annotations):
+            the streams' Lc weights, alpha, the whole-video mode and the NMS IoU
+            (:func:`acn.train.select.choose_scoring`), then whether to keep the regression
+            nets (:meth:`_check_regression`); otherwise their fallbacks
+            (:data:`acn.selection.CHOSEN_FALLBACKS`). Anchors are sized from the CAS
+            segments of the training videos when ``acn.anchors`` is null.
     """
 
     def __init__(self, cfg: dict):
@@ -263,12 +267,17 @@ class Refiner:
                   for v in ids}
         if not any(labels.values()):
             raise AcnError("refine: none of the training videos has a label")
+        t0 = time.perf_counter()
+        val_ids = self._carved(ds, ids)
+        if val_ids and any(cfg[sec][key] is None for sec, key in select.SCORING_KEYS):
+            # as acn train does: the Lc weight of each stream, alpha, the whole-video mode and
+            # the NMS IoU by the carved videos' mAP of -L scoring (the CAS is both streams')
+            self.log["scoring"] = select.choose_scoring(model, ds, val_ids,
+                                                        {"rgb": cas, "flow": cas})
         select.fill_unchosen(model)
         if cfg["acn"]["anchors"] is None:
             select.choose_anchors(model, ds, ids, {"rgb": cas, "flow": cas}, labels)
-        t0 = time.perf_counter()
-        sel = cfg["select"]
-        if sel["regression_check"] and cfg["acn"]["regression"]:
+        if val_ids and cfg["select"]["regression_check"] and cfg["acn"]["regression"]:
             self.log["regression_check"] = self._check_regression(ds, cas, ids, progress)
         self.attention_threshold = calibrate_attention(cas, cfg["base"]["attention_percentile"])
         # regression off: the loss has no gradient, the nets would stay at their zero start
@@ -294,6 +303,17 @@ class Refiner:
             write_text(Path(run) / "config.yaml", dump(cfg))
             write_json(Path(run) / "refine.json", self.log)
         return self.log
+
+    def _carved(self, ds: Dataset, ids: list[str]) -> list[str]:
+        """The carved training videos the choices are made on (acn train's split), or none
+        (``select.validation_fraction`` 0, too few videos, no segment annotations on them)."""
+        from acn import selection
+
+        frac = self.cfg["select"]["validation_fraction"]
+        if frac <= 0 or len(ids) < 2:
+            return []
+        _, val_ids = selection.carve_ids(ids, frac, int(self.cfg["seed"]))
+        return val_ids if any(ds.video(v).segments for v in val_ids) else []
 
     def _check_regression(self, ds: Dataset, cas: dict[str, BaseOutputs], ids: list[str],
                           progress: bool) -> dict | None:
