@@ -243,15 +243,13 @@ class Refiner:
         self.attention_threshold: float | None = None
         self.log: dict = {}
 
-    @property
-    def nets(self):
-        return {s: self.acn.models[s].nets for s in STREAMS}
-
     def fit(self, ds: Dataset, cas: dict[str, BaseOutputs], run: Path | None = None,
             progress: bool = True) -> dict:
-        """Train both streams' regression nets on the training videos in ``cas`` (their
-        labels from ``ds``); with ``run``, write ``RUN/config.yaml``, the nets'
-        checkpoints (``RUN/checkpoints/{rgb,flow}_regression.pt``) and ``RUN/refine.json``."""
+        """Make the choices left null (see the class) and train both streams' regression nets
+        on the training videos in ``cas`` (``{video: BaseOutputs}``; labels from ``ds``); with
+        ``run``, write ``RUN/config.yaml`` (the chosen values included), the nets'
+        checkpoints (``RUN/checkpoints/{rgb,flow}_regression.pt``) and ``RUN/refine.json``
+        (what was chosen, and why). Returns that log."""
         from acn.train import select
         from acn.train.base import stream_statistics
         from acn.train.regression import train_regression
