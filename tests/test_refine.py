@@ -191,6 +191,14 @@ def test_cli_refine_errors(tmp_path, world, capsys):
     assert main(["refine", "--cas", str(wide), "--data", str(data), "--out", str(out)]) == 2
     assert "--background last" in capsys.readouterr().err
     assert not out.exists()
+    short = dict(cas)  # one test video's CAS a snippet short: refused before any training
+    vid = next(v.id for v in ds.subset("test"))
+    short[vid] = cas[vid][:-1]
+    np.savez(tmp_path / "short.npz", **short)
+    assert main(["refine", "--cas", str(tmp_path / "short.npz"), "--data", str(data),
+                 "--out", str(out), "--save-run", str(tmp_path / "r")]) == 2
+    assert f"[{vid}]: CAS has" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "r").exists()
 
 
 def test_refine_reuses_the_nets_of_an_acn_train_run(tmp_path, world):

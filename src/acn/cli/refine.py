@@ -80,17 +80,22 @@ def run_refine(args: argparse.Namespace) -> int:
             print(f"acn refine: {len(train_ids) - len(have)} of {len(train_ids)} training videos "
                   "have no CAS; training on the rest")
         refiner = Refiner(cfg)
+        train_cas = read_cas(src, ds, have, k_divisor=k, **kw)
+        test_cas = read_cas(src, ds, ids, k_divisor=k, **kw)  # checked before any training
         if args.save_run is not None:
             from acn.fileio import ensure_dir
 
             ensure_dir(args.save_run)
-        log = refiner.fit(ds, read_cas(src, ds, have, k_divisor=k, **kw), run=args.save_run,
-                          progress=progress)
-        print(f"acn refine: regression nets trained on {len(have)} videos' CAS "
-              f"({log['seconds']:.0f} s, anchors {log['anchors']})"
+        log = refiner.fit(ds, train_cas, run=args.save_run, progress=progress)
+        c = refiner.cfg
+        print(f"acn refine: fitted on {len(have)} training videos' CAS ({log['seconds']:.0f} s): "
+              f"anchors {c['acn']['anchors']}, alpha {c['acn']['alpha']}, Lc RGB weight "
+              f"{c['localize']['rgb_weight']}, whole video {c['localize']['whole_video']}, NMS "
+              f"{c['localize']['nms_iou']}, regression {'on' if c['acn']['regression'] else 'off'}"
               + (f" -> {args.save_run}" if args.save_run else ""))
-    dets = refiner.localize(ds, read_cas(src, ds, ids, k_divisor=k, **kw), ids,
-                            progress=progress)
+    if args.run is not None:
+        test_cas = read_cas(src, ds, ids, k_divisor=k, **kw)
+    dets = refiner.localize(ds, test_cas, ids, progress=progress)
     if args.save_run is None:  # the resolved config beside the results (reproducible)
         from acn.config import dump
         from acn.fileio import write_text
