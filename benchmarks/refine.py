@@ -15,6 +15,12 @@ and the test-split mAP@0.5 / average mAP of each is written to
 
     python benchmarks/refine.py --preset thumos14 --members 0 2 4 6 --out /tmp/fam --tag v8
     python benchmarks/refine.py --out /tmp/fam --table
+
+Another base model: ``--base-set KEY=VALUE`` trains only the base models (``acn train``'s base
+stage, as a new user would: defaults plus these overrides) into ``OUT/runs/{tag}_...`` when
+that run does not exist yet, e.g. the UntrimmedNet-style head of ``configs/paper.yaml``::
+
+    python benchmarks/refine.py --members 6 --out /tmp/fam --tag v8u --base-set base.head=untrimmednet
 """
 
 from __future__ import annotations
@@ -31,12 +37,13 @@ from family import dataset  # noqa: E402
 
 from acn.ablation import choose_protocol  # noqa: E402
 from acn.baselines import cas_detections  # noqa: E402
-from acn.config import merge, parse_set  # noqa: E402
+from acn.config import merge, parse_set, resolve  # noqa: E402
 from acn.evaluate import evaluate  # noqa: E402
 from acn.fileio import write_json  # noqa: E402
 from acn.pipeline import ACN  # noqa: E402
 from acn.refine import Refiner  # noqa: E402
 from acn.selection import default_tious_for  # noqa: E402
+from acn.train.base import load_base_checkpoint, predict_base  # noqa: E402
 from acn.train.outputs import mean_outputs  # noqa: E402
 
 SOURCES = ("rgb", "flow", "both")
@@ -51,14 +58,25 @@ def run_one(args, k: int, seed: int) -> dict:
         return json.loads(target.read_text())
     run = args.out / "runs" / name
     ds = dataset(args.out, args.preset, k, args.videos, args.dim)
-    model = ACN.load(run)
+    ckpt = {s: run / "checkpoints" / f"{s}_base.pt" for s in ("rgb", "flow")}
+    base_s = None
+    if not all(p.is_file() for p in ckpt.values()):
+        if not args.base_set:
+            raise SystemExit(f"{run}: no trained run (run benchmarks/family.py, or pass "
+                             "--base-set to train base models here)")
+        t0 = time.perf_counter()
+        ACN(resolve(None, [*args.base_set, f"seed={seed}"])).fit(ds, run, progress=False,
+                                                                  stage="base")
+        base_s = round(time.perf_counter() - t0, 1)
     ann = ds.annotations
     train = [v.id for v in ds.subset(ann.train_subset)]
     test = [v.id for v in ds.subset(ann.test_subset)]
     protocol, tious = choose_protocol(ds, ann.test_subset), default_tious_for(ds)
-    outs = {s: model.base_outputs(ds, train + test, s) for s in ("rgb", "flow")}
+    outs = {s: predict_base(load_base_checkpoint(p)[0], ds, train + test, s)
+            for s, p in ckpt.items()}
+    run_cfg = resolve(run / "config.yaml")
     # the refiner starts from defaults, as `acn refine` does, plus the run's seed
-    cfg = merge(model.cfg, parse_set(["acn.anchors=null", "acn.regression=true",
+    cfg = merge(run_cfg, parse_set(["acn.anchors=null", "acn.regression=true",
                                       "localize.whole_video=null", "localize.nms_iou=null",
                                       "localize.rgb_weight=null", "acn.alpha=null",
                                       "select.regression_check=true", *args.set]), "benchmark")
@@ -88,13 +106,15 @@ def run_one(args, k: int, seed: int) -> dict:
             f"{m} {v['map05']:.1f}/{v['avg']:.1f}" for m, v in res[src].items()
             if isinstance(v, dict) and "map05" in v), flush=True)
     out = {"tag": args.tag, "preset": args.preset, "member": k, "seed": seed,
-           "protocol": protocol, "results": res, "set": args.set}
+           "protocol": protocol, "results": res, "set": args.set,
+           "base_head": run_cfg["base"]["head"], "base_set": args.base_set,
+           "base_train_seconds": base_s}
     write_json(target, out)
     return out
 
 
 def table(out: Path) -> str:
-    lines = ["| run | CAS of | " + " | ".join(COLUMNS) + " | as shipped - CAS | chosen: Lc "
+    lines = ["| run (base head) | CAS of | " + " | ".join(COLUMNS) + " | as shipped - CAS | chosen: Lc "
              "weight, alpha, whole video, NMS; regression (bootstrap support) |",
              "|---|---|" + "---|" * (len(COLUMNS) + 2)]
     for p in sorted((out / "refine").glob("*.json")):
@@ -104,7 +124,7 @@ def table(out: Path) -> str:
             c, check = v.get("chosen") or {}, v.get("regression_check") or {}
             d05 = v["refine (as shipped)"]["map05"] - v["CAS thresholding"]["map05"]
             davg = v["refine (as shipped)"]["avg"] - v["CAS thresholding"]["avg"]
-            lines.append(f"| {p.stem} | {src} | " + " | ".join(
+            lines.append(f"| {p.stem} ({r.get('base_head', 'topk_mil')}) | {src} | " + " | ".join(
                 f"{v[m]['map05']:.1f} / {v[m]['avg']:.1f}" for m in COLUMNS)
                 + f" | {d05:+.1f} / {davg:+.1f} | {c.get('rgb_weight')}, {c.get('alpha')}, "
                 f"{c.get('whole_video')}, {c.get('nms_iou')}; {check.get('regression')} "
@@ -120,6 +140,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True, help="benchmarks/family.py's --out")
     p.add_argument("--tag", default="v8")
     p.add_argument("--set", action="append", default=[], help="refiner config override")
+    p.add_argument("--base-set", action="append", default=[],
+                   help="train base models with this override where OUT/runs has no run")
     p.add_argument("--videos", type=int, default=None)
     p.add_argument("--dim", type=int, default=None)
     p.add_argument("--table", action="store_true")
