@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from acn.train.second_stage import (
     IGNORE,
+    cas_pseudo_labels,
     label_quality,
     pseudo_labels,
     snippet_cas,
@@ -110,3 +111,88 @@ def test_the_snippet_net_learns_clean_labels():
         correct.append(np.where(o.attention > 0.5, o.scp.argmax(0), C) == truth[v])
     acc = np.concatenate(correct).mean()
     assert acc > 0.85, acc
+
+
+# -- the second stage acn train runs: CAS pseudo-labels and the snippet loss ------------------
+def brute_cas_labels(scp, vc, C, fg_frac, bg_frac):
+    """cas_pseudo_labels, snippet by snippet, from its docstring."""
+    vc = sorted(set(vc))
+    if not vc:
+        return np.full(scp.shape[1], IGNORE)
+    top_all = max(max(scp[c][t] for c in vc) for t in range(scp.shape[1]))
+    out = []
+    for t in range(scp.shape[1]):
+        fg = [c for c in vc if scp[c].max() > 0 and scp[c][t] >= fg_frac * scp[c].max()]
+        bg = max(scp[c][t] for c in vc) < bg_frac * top_all
+        out.append(fg[0] if len(fg) == 1 and not bg else C if bg and not fg else IGNORE)
+    return np.array(out)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 25), st.integers(1, 4), st.data())
+def test_cas_pseudo_labels_match_a_snippet_by_snippet_reading(T, C, data):
+    scp = np.array(data.draw(st.lists(st.lists(st.sampled_from([0.0, 0.05, 0.1, 0.3, 0.5, 0.9, 1.0]),
+                                                min_size=T, max_size=T), min_size=C, max_size=C)))
+    vc = data.draw(st.lists(st.integers(0, C - 1), max_size=C))
+    fg_frac = data.draw(st.sampled_from([0.5, 0.9, 1.0]))
+    bg_frac = data.draw(st.sampled_from([0.0, 0.1, 0.5]))
+    got = cas_pseudo_labels(scp, vc, C, fg_frac, bg_frac)
+    np.testing.assert_array_equal(got, brute_cas_labels(scp, vc, C, fg_frac, bg_frac))
+
+
+def test_cas_pseudo_labels_by_hand():
+    scp = np.array([[0.1, 0.95, 1.0, 0.5, 0.02, 0.01],   # class 0 (labelled)
+                    [0.9, 0.9, 0.9, 0.9, 0.9, 0.9]])     # class 1 (not labelled): ignored
+    np.testing.assert_array_equal(cas_pseudo_labels(scp, [0], 2, 0.9, 0.1),
+                                  [IGNORE, 0, 0, IGNORE, 2, 2])
+
+
+def test_snippet_loss_is_the_labelled_snippets_cross_entropy():
+    import torch
+
+    from acn.model.base import BaseForward, snippet_loss
+
+    scp = torch.tensor([[[0.7, 0.2, 0.5], [0.3, 0.8, 0.5]]])  # (1, C=2, T=3)
+    att = torch.tensor([[2.0, -1.0, 0.0]])
+    out = BaseForward(scp=scp, attention=att, video_scores=torch.zeros(1, 2),
+                      video_logits=torch.zeros(1, 2))
+    targets = torch.tensor([[0, 2, 1]])  # class 0, background, class 1 (masked away)
+    mask = torch.tensor([[True, True, False]])
+    want = -np.log(0.7) + (np.log1p(np.exp(-2.0)) + np.log1p(np.exp(-1.0))) / 2
+    assert snippet_loss(out, targets, mask).item() == pytest.approx(want, rel=1e-5)
+    nothing = torch.full((1, 3), IGNORE)
+    assert snippet_loss(out, nothing, mask).item() == 0.0
+
+
+def test_acn_train_runs_the_second_stage_and_logs_its_labels(tiny, fast_cfg, tmp_path):
+    from acn.config import merge, parse_set
+    from acn.pipeline import ACN
+
+    cfg = merge(fast_cfg, parse_set(["second_stage.rounds=1", "select.validation_fraction=0",
+                                     "base.epochs=10"]), "test")
+    model = ACN(cfg)
+    log = model.fit(tiny, tmp_path / "run", progress=False, stage="base")
+    info = log["second_stage"]["round_1"]
+    # the tiny data's planted actions are easy: the labels are mostly right
+    assert info["videos_with_segments"] == 24
+    assert info["foreground_precision"] > 0.7, info
+    assert 0 < info["labelled"] <= 1
+    ck = tmp_path / "run" / "checkpoints"
+    assert (ck / "rgb_base_round0.pt").is_file() and (ck / "rgb_base.pt").is_file()
+    # the final models differ from round 0's: they were trained again, on the labels
+    import torch
+    a = torch.load(ck / "rgb_base_round0.pt", weights_only=True)
+    b = torch.load(ck / "rgb_base.pt", weights_only=True)
+    sa, sb = a["state_dict"], b["state_dict"]
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_train_base_rejects_pseudo_labels_of_the_wrong_length(tiny):
+    from acn.errors import AcnError
+    from acn.train.base import train_base
+
+    ids = [v.id for v in tiny.subset("validation")][:4]
+    bad = {ids[0]: np.zeros(3, dtype=np.int64)}
+    with pytest.raises(AcnError, match=f"pseudo-labels of video {ids[0]} have 3 snippets"):
+        train_base(tiny, ids, "rgb", {"epochs": 1, "hidden": 8}, seed=0, progress=False,
+                   targets=bad, target_weight=1.0)

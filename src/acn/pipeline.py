@@ -121,6 +121,11 @@ class ACN:
         src = Path(base_from) if base_from is not None else (run if resume else None)
         have = {s: src is not None and (src / "checkpoints" / f"{s}_base.pt").is_file()
                 for s in STREAMS}
+        rounds = int(cfg["second_stage"]["rounds"])
+        if rounds > 0 and not all(have.values()):
+            # a second-stage round labels from BOTH streams' models of the round before: an
+            # unfinished run starts its rounds again rather than mix rounds
+            have = {s: False for s in STREAMS}
         stats: dict[str, tuple[np.ndarray, np.ndarray] | None] = {s: None for s in STREAMS}
         if not all(have.values()):
             if cfg["data"]["standardize"]:
@@ -134,21 +139,31 @@ class ACN:
             if main:  # the chosen values are the run's config from now on
                 write_text(run / "config.yaml", dump(cfg))
                 write_json(log_path, self.log)
-        # 1. the base model of each stream: trained here, or finished in a run folder
+        # 1. the base model of each stream: trained here, or finished in a run folder; with
+        # second_stage.rounds, trained again on snippet pseudo-labels from the round before
         all_outputs: dict[str, dict[str, BaseOutputs]] = {}
-        for si, stream in enumerate(STREAMS):
-            base_path = ckdir / f"{stream}_base.pt"
-            if have[stream]:
-                net, outputs, threshold = stages.reuse_base(self, src, run, stream, ids,
-                                                            base_path, main)
-            else:
-                net, outputs, threshold = stages.fit_base(self, ds, ids, stream, si, base_cfg,
-                                                          stats[stream], run, base_path,
-                                                          progress, main)
-                if main:
-                    write_json(log_path, self.log)
-            self.models[stream] = StreamModel(net, None, threshold)  # type: ignore[arg-type]
-            all_outputs[stream] = outputs
+        last = 0 if any(have.values()) else rounds
+        for rnd in range(last + 1):
+            targets = None
+            if rnd > 0:
+                targets, info = stages.second_stage_labels(self, ds, ids, all_outputs)
+                info["base_maps_before"] = {s: self.log[f"{s}_base"]["train_classification_map"]
+                                            for s in STREAMS}
+                self.log.setdefault("second_stage", {})[f"round_{rnd}"] = info
+            for si, stream in enumerate(STREAMS):
+                base_path = ckdir / (f"{stream}_base.pt" if rnd == last
+                                     else f"{stream}_base_round{rnd}.pt")
+                if have[stream]:
+                    net, outputs, threshold = stages.reuse_base(self, src, run, stream, ids,
+                                                                base_path, main)
+                else:
+                    net, outputs, threshold = stages.fit_base(
+                        self, ds, ids, stream, si, base_cfg, stats[stream], run, base_path,
+                        progress, main, targets)
+                    if main:
+                        write_json(log_path, self.log)
+                self.models[stream] = StreamModel(net, None, threshold)  # type: ignore[arg-type]
+                all_outputs[stream] = outputs
         select.fill_unchosen(self)  # base models from elsewhere made before these keys existed
         if cfg["acn"]["anchors"] is None:  # anchor sizes from the data (acn.selection)
             select.choose_anchors(self, ds, ids, all_outputs, labels)

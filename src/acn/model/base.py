@@ -351,6 +351,33 @@ def video_loss(out: BaseForward, labels: torch.Tensor, background: bool = False)
     return loss
 
 
+def snippet_loss(out: BaseForward, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Snippet-level loss on pseudo-labels (the second stage, :mod:`acn.train.second_stage`).
+
+    Args:
+        out: the model's forward outputs for B videos of padded length T.
+        targets: ``(B, T)`` int64: a class index in ``[0, C)``, ``C`` for background, or any
+            negative value to ignore the snippet (padding included).
+        mask: ``(B, T)`` bool, True on real snippets.
+
+    Returns:
+        Scalar: the mean negative log SCP of the labelled class over foreground snippets,
+        plus the binary cross-entropy of the attention logits (1 on foreground, 0 on
+        background) over labelled snippets; 0 where nothing is labelled.
+    """
+    C = out.scp.shape[1]
+    targets = torch.where(mask, targets, torch.full_like(targets, -1))
+    fg = (targets >= 0) & (targets < C)
+    known = fg | (targets == C)
+    if not bool(known.any()):
+        return out.scp.sum() * 0.0
+    log_p = torch.log(out.scp.clamp_min(1e-8)).gather(1, targets.clamp(0, C - 1)[:, None])[:, 0]
+    cls = -(log_p * fg).sum() / fg.sum().clamp_min(1)
+    att = F.binary_cross_entropy_with_logits(out.attention, fg.to(out.attention.dtype),
+                                             reduction="none")
+    return cls + (att * known).sum() / known.sum()
+
+
 def _soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     # For pool="probs" the logits are log-probabilities already; log_softmax leaves them
     # unchanged (they sum to 1 in probability), so one formula serves every head.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from acn.data.annotations import Video
 from acn.data.features import Dataset
 from acn.errors import AcnError
 from acn.fileio import save_torch, verify_checksum
-from acn.model.base import BaseModel, video_loss
+from acn.model.base import BaseModel, snippet_loss, video_loss
 from acn.model.normalize import feature_statistics
 from acn.train import distributed as dist
 from acn.train.outputs import BaseOutputs, label_matrix
@@ -148,7 +148,8 @@ def stream_statistics(ds: Dataset, video_ids: Iterable[str | Video], stream: str
 def train_base(ds: Dataset, video_ids: Iterable[str | Video], stream: str,
                cfg: dict[str, Any] | None, seed: int, progress: bool = True,
                device: str | torch.device = "cpu",
-               input_stats: tuple[np.ndarray, np.ndarray] | None = None
+               input_stats: tuple[np.ndarray, np.ndarray] | None = None,
+               targets: Mapping[str, np.ndarray] | None = None, target_weight: float = 0.0
                ) -> tuple[BaseModel, dict[str, Any]]:
     """Train a base model for one stream from video-level labels.
 
@@ -162,6 +163,10 @@ def train_base(ds: Dataset, video_ids: Iterable[str | Video], stream: str,
         device: torch device.
         input_stats: ``(mean, std)``, each ``(D,)``, of the stream on the training videos
             (:func:`stream_statistics`): the model standardises its input with them.
+        targets: the second stage's snippet pseudo-labels, ``{video_id: (T,) int64}`` (a
+            class, ``C`` for background, ``-1`` ignored; :mod:`acn.train.second_stage`):
+            with ``target_weight > 0``, ``target_weight`` times :func:`snippet_loss` is added
+            to the video-level loss (videos missing from ``targets`` add nothing).
 
     Returns:
         ``(model, info)``: the trained model in eval mode; ``info`` holds the resolved
@@ -187,6 +192,13 @@ def train_base(ds: Dataset, video_ids: Iterable[str | Video], stream: str,
     read = _StreamReader(ds, stream, dim, cache)
     crop_lengths = np.minimum(lengths, cfg["max_len"]) if cfg["max_len"] else lengths
 
+    use_targets = targets is not None and target_weight > 0
+    if use_targets:
+        for vid, n in zip(ids, lengths):
+            t = targets.get(vid)
+            if t is not None and len(t) != n:
+                raise AcnError(f"base model: pseudo-labels of video {vid} have {len(t)} "
+                               f"snippets, its features {n}")
     rng = np.random.default_rng(seed)
     n_batches = math.ceil(len(ids) / cfg["batch_size"])
     total_steps = cfg["epochs"] * n_batches
@@ -219,16 +231,26 @@ def train_base(ds: Dataset, video_ids: Iterable[str | Video], stream: str,
                 opt.zero_grad(set_to_none=True)
                 part = 0.0
                 if mine:
-                    feats = []
+                    feats, tgts = [], []
                     for j in mine:
                         a = read(ids[b[j]])
+                        t = targets.get(ids[b[j]]) if use_targets else None
+                        if t is None:
+                            t = np.full(a.shape[0], -1, dtype=np.int64)
                         if cfg["max_len"] and a.shape[0] > cfg["max_len"]:
                             a = a[starts[j]: starts[j] + cfg["max_len"]]
+                            t = t[starts[j]: starts[j] + cfg["max_len"]]
                         feats.append(a)
+                        tgts.append(t)
                     x, mask = pad_batch(feats, device)
                     labels = torch.from_numpy(y_all[b[mine]]).to(device)
                     out = model(x, mask)
                     loss = video_loss(out, labels, background=model.background)
+                    if use_targets:
+                        tt = torch.full(mask.shape, -1, dtype=torch.long)
+                        for j, t in enumerate(tgts):
+                            tt[j, :len(t)] = torch.from_numpy(np.asarray(t, dtype=np.int64))
+                        loss = loss + target_weight * snippet_loss(out, tt.to(device), mask)
                     # weighted by this rank's share: the summed gradients are the batch mean's
                     (loss * (len(mine) / len(b)) if len(mine) < len(b) else loss).backward()
                     part = loss.item() * len(mine)

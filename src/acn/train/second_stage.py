@@ -1,22 +1,29 @@
-"""A self-trained second stage: ACN's detections on the training videos as snippet labels.
+"""A self-trained second stage: snippet pseudo-labels from the first models' output.
 
-The weakly-supervised base model only ever saw video labels. Once ACN has localized the
-training videos, its confident detections of each video's labelled classes say *where* the
-actions are: :func:`pseudo_labels` turns them into one label per snippet (a class, background,
-or ignore near boundaries and where the evidence disagrees), :class:`SnippetNet` (a small
-temporal-conv classifier over both streams, with a background class) is trained on them with
-full supervision (:func:`train_snippet_net`), and its output is a new CAS (:func:`snippet_cas`)
-that goes through ACN's scoring like any other (:mod:`acn.refine`). :func:`label_quality`
-measures the labels against the training ground truth where it exists (synthetic data).
+The weakly-supervised base models only ever saw video labels. Once they are trained, their
+two-stream CAS on the training videos says *where* each labelled action most likely is.
 
-Not yet part of ``acn train``: measured on family member 0 (THUMOS14-like, D=256, seed 0),
-the labels are too noisy for a fully supervised second model. ACN's fused detections of the
-200 training videos (test mAP@0.5 40.7) give snippet labels of foreground precision 0.40 and
-recall 0.40 (background precision 0.92; 58 % of snippets labelled), thresholded CAS segments
-0.47 / 0.39, and no rule tried (confident fraction 0.5-0.95, boundary ignore 1-2, top-3 per
-class) passes 0.5 precision. A :class:`SnippetNet` trained on the ACN labels fits them
-(loss 2.9 -> 0.14) and its CAS gives 16.2 / 19.0 mAP@0.5 / average on the test videos by
-CAS thresholding, against 39.5 / 41.7 for the base models' CAS (docs/ablation.md).
+What ``acn train`` runs (``second_stage.rounds`` > 0; off by default, see below):
+:func:`cas_pseudo_labels` labels each training snippet from the weighted mean of both
+streams' CAS (a labelled class where that class's CAS is near its maximum in the video,
+background where every labelled class's CAS is low, ignored elsewhere), and each stream's
+base model is trained again with :func:`acn.model.base.snippet_loss` on those labels next to
+the video-level loss (:func:`acn.train.base.train_base`'s ``targets``). Each round labels
+from the previous round's models; :func:`label_quality` measures the labels against the
+training annotations where they have segments, and the run's log keeps it per round.
+
+Measured on family members 0 and 4 (selection, seed 0 and 1; docs/ablation.md): labels of
+foreground precision 0.64-0.83 (fg_fraction 0.9, bg_fraction 0.1) and loss weight 1 raised
+the two-stream CAS baseline by 0.3 to 2.2 mAP@0.5; not yet measured on the whole family, so
+the default stays off.
+
+Also here, measured and not used: labels from ACN's detections (:func:`pseudo_labels`) and
+a fully supervised two-stream classifier trained on them (:class:`SnippetNet`,
+:func:`train_snippet_net`, :func:`snippet_cas`). On family member 0 (THUMOS14-like, D=256,
+seed 0) detection-based labels reach foreground precision 0.38-0.50 whatever the rule
+(confident fraction 0.5-0.95, boundary ignore 1-2, top-3 per class), and a SnippetNet
+trained on them gives 16.2 / 19.0 mAP@0.5 / average on the test videos by CAS thresholding,
+against 39.5 / 41.7 for the base models' CAS: it learns the labels' errors.
 
 Units: snippets throughout.
 """
@@ -101,6 +108,41 @@ def pseudo_labels(segments: np.ndarray, scores: np.ndarray, labels: np.ndarray, 
             bg &= c_cas < background_cas * max(float(c_cas.max()), 1e-12)
         out[bg] = n_classes
     out[near_edge] = IGNORE
+    return out
+
+
+def cas_pseudo_labels(scp: np.ndarray, video_classes: Sequence[int], n_classes: int,
+                      fg_fraction: float = 0.9, bg_fraction: float = 0.1) -> np.ndarray:
+    """Snippet labels of one training video from its CAS.
+
+    Args:
+        scp: ``(C, T)`` class probabilities (e.g. the weighted mean of both streams' SCP).
+        video_classes: the video's weak (video-level) labels, class indices.
+        n_classes: C.
+        fg_fraction: a snippet is foreground of labelled class ``c`` when ``scp[c, t] >=
+            fg_fraction * max_t scp[c]`` (and of no other labelled class).
+        bg_fraction: a snippet is background when the labelled classes' highest SCP there
+            is below ``bg_fraction`` times its maximum over the video.
+
+    Returns:
+        ``(T,)`` int64: a class index, ``n_classes`` for background, or ``IGNORE`` (-1):
+        snippets between the two levels, claimed by two classes, or both foreground and
+        background (classes of very different scale); all ignored without a labelled class.
+    """
+    T = scp.shape[1]
+    out = np.full(T, IGNORE, dtype=np.int64)
+    labs = np.unique(np.asarray(list(video_classes), dtype=np.int64))
+    if labs.size == 0 or T == 0:
+        return out
+    cas = np.asarray(scp, dtype=np.float64)[labs]  # (L, T)
+    best = cas.max(1, keepdims=True)
+    fg = (cas >= fg_fraction * best) & (best > 0)
+    n_fg = fg.sum(0)
+    top = cas.max(0)
+    bg = top < bg_fraction * top.max()
+    one = (n_fg == 1) & ~bg
+    out[one] = labs[fg.argmax(0)[one]]
+    out[bg & (n_fg == 0)] = n_classes
     return out
 
 

@@ -28,12 +28,14 @@ from acn.errors import AcnError
 from acn.fileio import save_torch, verify_checksum
 from acn.model.regression import RegressionNets
 from acn.train import distributed as dist
+from acn.train import second_stage
 from acn.train.base import load_base_checkpoint, predict_base, save_base_checkpoint, train_base
 from acn.train.outputs import (
     BaseOutputs,
     calibrate_attention,
     classification_map,
     load_outputs,
+    mean_outputs,
     save_outputs,
 )
 from acn.train.regression import train_regression
@@ -122,18 +124,22 @@ def reuse_base(model, src: Path, run: Path, stream: str, ids: list[str], base_pa
 
 def fit_base(model, ds: Dataset, ids: list[str], stream: str, si: int, base_cfg: dict,
              stats: tuple[np.ndarray, np.ndarray] | None, run: Path, base_path: Path,
-             progress: bool, main: bool) -> tuple[torch.nn.Module, dict[str, BaseOutputs], float]:
+             progress: bool, main: bool, targets: dict[str, np.ndarray] | None = None
+             ) -> tuple[torch.nn.Module, dict[str, BaseOutputs], float]:
     """The base stage of one stream: its base model trained on the training videos ``ids``
     (recipe ``base_cfg`` with the stream's chosen overrides), their base outputs and the
     attention threshold calibrated on them; written to ``run`` and logged in ``model.log``,
-    with a warning when the model did not learn."""
+    with a warning when the model did not learn. ``targets``: the second stage's snippet
+    pseudo-labels (:func:`second_stage_labels`), trained on with weight
+    ``second_stage.loss_weight``."""
     t0 = time.perf_counter()
     cfg = model.cfg
     seed = int(cfg["seed"])
     recipe = {**base_cfg, **stream_recipe(model, stream)}
     net, info = train_base(ds, ids, stream, recipe, seed=seed + si,
                            progress=progress, device=dist.train_device(),
-                           input_stats=stats)
+                           input_stats=stats, targets=targets,
+                           target_weight=float(cfg["second_stage"]["loss_weight"]))
     net.cpu()
     # every rank predicts every training video: ~1% of training's cost, and the
     # regression stage (sharded per batch) needs any video's outputs on any rank
@@ -162,6 +168,38 @@ def fit_base(model, ds: Dataset, ids: list[str], stream: str, si: int, base_cfg:
         if main:
             warnings.warn(msg, stacklevel=3)  # at the caller of ACN.fit
     return net, outputs, threshold
+
+
+def second_stage_labels(model, ds: Dataset, ids: list[str],
+                        outputs: dict[str, dict[str, BaseOutputs]]) -> tuple[dict, dict]:
+    """One second-stage round's snippet pseudo-labels of the training videos ``ids``, from
+    the weighted mean (``localize.rgb_weight``) of both streams' base ``outputs``
+    (:func:`acn.train.second_stage.cas_pseudo_labels`), and what to log of them: the
+    fraction labelled and, over the videos whose annotations have segments, snippet-level
+    precision and recall (:func:`acn.train.second_stage.label_quality`)."""
+    ss = model.cfg["second_stage"]
+    C, w = len(model.classes), model.rgb_weight()
+    targets, truth = {}, {}
+    for vid in ids:
+        video = ds.video(vid)
+        classes = [ds.annotations.class_index(lab, f"video {vid}") for lab in video.labels]
+        scp = mean_outputs(outputs, vid, w).scp
+        targets[vid] = second_stage.cas_pseudo_labels(scp, classes, C, float(ss["fg_fraction"]),
+                                                      float(ss["bg_fraction"]))
+        if video.segments:
+            per_s = video.fps / video.frames_per_snippet
+            truth[vid] = second_stage.truth_labels(
+                [(g.start * per_s, g.end * per_s, ds.annotations.class_index(g.label, vid))
+                 for g in video.segments], scp.shape[1], C)
+    labelled = np.concatenate([t for t in targets.values()]) if targets else np.zeros(0)
+    info = {"rgb_weight": w, "labelled": float((labelled != second_stage.IGNORE).mean())
+            if labelled.size else 0.0,
+            "foreground": float(((labelled >= 0) & (labelled < C)).mean()) if labelled.size
+            else 0.0, "videos_with_segments": len(truth)}
+    if truth:
+        q = second_stage.label_quality({v: targets[v] for v in truth}, truth, C)
+        info.update({k: round(v, 4) for k, v in q.items()})
+    return targets, info
 
 
 def fit_regression(model, ds, ids, stream, si, outputs, labels, ckdir, resume, progress):
