@@ -29,6 +29,12 @@ def test_ablate_writes_every_table(tiny_folder, tmp_path):
     for heading in ("Sensitivity to α", "Scoring, rgb stream", "Scoring, flow stream",
                     "Streams and baselines", "CAS baseline (topk_mil) both",
                     "CAS baseline (untrimmednet) both",
+                    "Stages (second_stage.rounds)", "first stage only: ACN fused",
+                    "second stage, 1 round(s): CAS baseline (both streams)",
+                    "second stage, 1 round(s): ACN fused",
                     "heldout"):
         assert heading in text
     assert (out / "ablation.json").is_file()
+    # the second stage's row came from base models trained again on pseudo-labels
+    log = (out / "base_second_stage_1" / "train_log.json").read_text()
+    assert '"round_1"' in log

@@ -2,8 +2,10 @@
 
 One base model per stream is trained once (and one of the other head for its CAS
 baseline); every variant retrains only the regression networks (as the paper varies alpha and the scoring "during both training and evaluating")
-and is evaluated on the test subset. Output: one Markdown file with every table, and a JSON
-of every figure.
+and is evaluated on the test subset. A "Stages" table gives what each stage adds: the base
+models' CAS thresholding and ACN on them, without and with the second stage
+(``second_stage.rounds``; base models trained again for the setting the config does not
+use). Output: one Markdown file with every table, and a JSON of every figure.
 """
 
 from __future__ import annotations
@@ -60,14 +62,20 @@ def run_ablation(ds: Dataset, cfg: dict, out: Path, protocol: str | None = None,
 
     cache: dict[str, dict] = {}
 
-    def variant(name: str, **acn_over) -> dict:
-        """Train the regression nets with these acn.* values; detections of all streams."""
+    def variant(name: str, base_from: Path = base_run, rounds: int | None = None,
+                **acn_over) -> dict:
+        """Train the regression nets with these acn.* values on the base models of
+        ``base_from`` (trained with ``rounds`` second-stage rounds); detections of all
+        streams."""
         c = copy.deepcopy(cfg)
         c["acn"].update(acn_over)
-        key = repr(sorted(c["acn"].items()))  # a variant equal to the config trains once
+        if rounds is not None:
+            c["second_stage"]["rounds"] = rounds
+        # a variant equal to the config trains once
+        key = repr((sorted(c["acn"].items()), str(base_from)))
         if key not in cache:
             m = ACN(c)
-            m.fit(ds, out / name, progress=progress, base_from=base_run)
+            m.fit(ds, out / name, progress=progress, base_from=base_from)
             cache[key] = m.localize(ds, ids, ["rgb", "flow", "fused"], progress=progress)
         return cache[key]
 
@@ -115,6 +123,25 @@ def run_ablation(ds: Dataset, cfg: dict, out: Path, protocol: str | None = None,
             rows_[f"CAS baseline ({h}) {s}"] = ev(model.baseline(ds, ids, s))
     sections.append("## Streams and baselines (config as given)\n\n" + map_table(rows_))
     results["streams"] = {k: r.to_json() for k, r in rows_.items()}
+
+    # Stages: the base models alone (CAS thresholding), ACN on them, without and with the
+    # second stage (the config's rounds, or one round where it runs none)
+    rounds = int(cfg["second_stage"]["rounds"])
+    stage_rows = {}
+    for r in sorted({0, max(rounds, 1)}):
+        if r == rounds:
+            model_r, run_r, dets_r = base, base_run, own
+        else:
+            c = copy.deepcopy(cfg)
+            c["second_stage"]["rounds"] = r
+            model_r, run_r = ACN(c), out / f"base_second_stage_{r}"
+            model_r.fit(ds, run_r, progress=progress, stage="base", resume=True)
+            dets_r = variant(f"config_second_stage_{r}", base_from=run_r, rounds=r)
+        what = "first stage only" if r == 0 else f"second stage, {r} round(s)"
+        stage_rows[f"{what}: CAS baseline (both streams)"] = ev(model_r.baseline(ds, ids, "both"))
+        stage_rows[f"{what}: ACN fused"] = ev(dets_r["fused"])
+    sections.append("## Stages (second_stage.rounds)\n\n" + map_table(stage_rows))
+    results["stages"] = {k: r.to_json() for k, r in stage_rows.items()}
 
     table = "\n\n".join(sections) + "\n"
     write_text(out / "ablation.md", table)
