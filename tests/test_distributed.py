@@ -83,7 +83,9 @@ def test_gradient_all_reduce_across_two_processes(tmp_path):
 
 
 # -- torchrun end to end ------------------------------------------------------------------------
-SETTINGS = [*FAST_SET, "base.dropout=0.0"]  # no dropout: exact comparison
+# no dropout: exact comparison; one second-stage round: its pseudo-labels and the base models
+# trained again on them must match across ranks too
+SETTINGS = [*FAST_SET, "base.dropout=0.0", "second_stage.rounds=1"]
 
 
 def _train(cmd: list[str], data: Path, run: Path) -> str:
@@ -124,6 +126,8 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     assert not list((tmp_path / "two").rglob("*.tmp"))
     a, b = (json.loads((tmp_path / r / "train_log.json").read_text()) for r in ("one", "two"))
     assert b["rgb_base"]["processes"] == 2
+    assert b["second_stage"]["round_1"] == a["second_stage"]["round_1"]
+    assert (tmp_path / "two" / "checkpoints" / "rgb_base_round0.pt").is_file()
     for s in ("rgb", "flow"):
         # the same loss curve: same videos in each global batch, averaged gradients
         np.testing.assert_allclose(b[f"{s}_base"]["losses"], a[f"{s}_base"]["losses"],

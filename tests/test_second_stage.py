@@ -162,6 +162,16 @@ def test_snippet_loss_is_the_labelled_snippets_cross_entropy():
     assert snippet_loss(out, targets, mask).item() == pytest.approx(want, rel=1e-5)
     nothing = torch.full((1, 3), IGNORE)
     assert snippet_loss(out, nothing, mask).item() == 0.0
+    # a batch's loss is the mean of its videos' (what a batch split over processes sums to)
+    two = BaseForward(scp=torch.cat([scp, scp.flip(2)]), attention=torch.cat([att, -att]),
+                      video_scores=torch.zeros(2, 2), video_logits=torch.zeros(2, 2))
+    t2 = torch.tensor([[0, 2, 1], [1, 1, 2]])
+    m2 = torch.tensor([[True, True, False], [True, True, True]])
+    singles = [snippet_loss(BaseForward(scp=two.scp[i:i + 1], attention=two.attention[i:i + 1],
+                                        video_scores=torch.zeros(1, 2),
+                                        video_logits=torch.zeros(1, 2)),
+                            t2[i:i + 1], m2[i:i + 1]).item() for i in range(2)]
+    assert snippet_loss(two, t2, m2).item() == pytest.approx(np.mean(singles), rel=1e-6)
 
 
 def test_acn_train_runs_the_second_stage_and_logs_its_labels(tiny, fast_cfg, tmp_path):
@@ -196,3 +206,25 @@ def test_train_base_rejects_pseudo_labels_of_the_wrong_length(tiny):
     with pytest.raises(AcnError, match=f"pseudo-labels of video {ids[0]} have 3 snippets"):
         train_base(tiny, ids, "rgb", {"epochs": 1, "hidden": 8}, seed=0, progress=False,
                    targets=bad, target_weight=1.0)
+
+
+def test_resume_reuses_a_finished_second_stage_and_redoes_an_unfinished_one(tiny, fast_cfg,
+                                                                           tmp_path):
+    from acn.config import merge, parse_set
+    from acn.pipeline import ACN
+
+    cfg = merge(fast_cfg, parse_set(["second_stage.rounds=1", "select.validation_fraction=0",
+                                     "base.epochs=5"]), "test")
+    run = tmp_path / "run"
+    ACN(cfg).fit(tiny, run, progress=False, stage="base")
+    ck = run / "checkpoints"
+    final = {s: (ck / f"{s}_base.pt").stat().st_mtime_ns for s in ("rgb", "flow")}
+    ACN(cfg).fit(tiny, run, progress=False, stage="base", resume=True)
+    assert {s: (ck / f"{s}_base.pt").stat().st_mtime_ns for s in final} == final
+    # a run stopped between the last round's two streams: Flow's final model is missing, and
+    # RGB's is not reused beside a Flow model of another round: both rounds run again
+    (ck / "flow_base.pt").unlink()
+    log = ACN(cfg).fit(tiny, run, progress=False, stage="base", resume=True)
+    assert (ck / "flow_base.pt").is_file()
+    assert (ck / "rgb_base.pt").stat().st_mtime_ns != final["rgb"]
+    assert "round_1" in log["second_stage"]

@@ -361,21 +361,21 @@ def snippet_loss(out: BaseForward, targets: torch.Tensor, mask: torch.Tensor) ->
         mask: ``(B, T)`` bool, True on real snippets.
 
     Returns:
-        Scalar: the mean negative log SCP of the labelled class over foreground snippets,
-        plus the binary cross-entropy of the attention logits (1 on foreground, 0 on
-        background) over labelled snippets; 0 where nothing is labelled.
+        Scalar, the mean over the B videos of each video's mean negative log SCP of the
+        labelled class over its foreground snippets plus the mean binary cross-entropy of its
+        attention logits (1 on foreground, 0 on background) over its labelled snippets; a
+        video with nothing labelled adds 0. Per video, so that a batch split across
+        processes (:mod:`acn.train.distributed`) sums to the same loss.
     """
     C = out.scp.shape[1]
     targets = torch.where(mask, targets, torch.full_like(targets, -1))
     fg = (targets >= 0) & (targets < C)
     known = fg | (targets == C)
-    if not bool(known.any()):
-        return out.scp.sum() * 0.0
     log_p = torch.log(out.scp.clamp_min(1e-8)).gather(1, targets.clamp(0, C - 1)[:, None])[:, 0]
-    cls = -(log_p * fg).sum() / fg.sum().clamp_min(1)
+    cls = -(log_p * fg).sum(1) / fg.sum(1).clamp_min(1)
     att = F.binary_cross_entropy_with_logits(out.attention, fg.to(out.attention.dtype),
                                              reduction="none")
-    return cls + (att * known).sum() / known.sum()
+    return (cls + (att * known).sum(1) / known.sum(1).clamp_min(1)).mean()
 
 
 def _soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
