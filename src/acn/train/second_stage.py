@@ -12,10 +12,11 @@ the video-level loss (:func:`acn.train.base.train_base`'s ``targets``). Each rou
 from the previous round's models; :func:`label_quality` measures the labels against the
 training annotations where they have segments, and the run's log keeps it per round.
 
-Measured on family members 0 and 4 (selection, seed 0 and 1; docs/ablation.md): labels of
-foreground precision 0.64-0.83 (fg_fraction 0.9, bg_fraction 0.1) and loss weight 1 raised
-the two-stream CAS baseline by 0.3 to 2.2 mAP@0.5; not yet measured on the whole family, so
-the default stays off.
+Measured on the family's four selection members (seed 0, docs/ablation.md): labels of
+foreground precision 0.60-0.83 and recall 0.07-0.33 (fg_fraction 0.9, bg_fraction 0.1);
+with loss weight 1, fused ACN changed by -0.1 / -0.0 mAP@0.5 / average on the mean and
+-1.5 on member 2 (each member's Flow stream gained, its RGB stream lost), so the default
+stays off.
 
 Also here, measured and not used: labels from ACN's detections (:func:`pseudo_labels`) and
 a fully supervised two-stream classifier trained on them (:class:`SnippetNet`,
