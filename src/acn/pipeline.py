@@ -136,6 +136,8 @@ class ACN:
                 select.select(self, ds, ids, base_cfg, stats, progress)
             if not any(have.values()):
                 select.fill_unchosen(self)
+            base_cfg = {k: v for k, v in cfg["base"].items()  # with what selection chose
+                        if k not in ("attention_percentile", "per_stream")}
             if main:  # the chosen values are the run's config from now on
                 write_text(run / "config.yaml", dump(cfg))
                 write_json(log_path, self.log)

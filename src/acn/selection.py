@@ -13,7 +13,10 @@ and, on that split only (never the test subset):
    epochs) until one learns (if none does, the one with the best carved-validation
    classification mAP is kept). A stream that still did not learn is reported (terminal and
    ``train_log.json``);
-2. **weighs the two streams and the two loss terms, and picks the candidates and the NMS**
+2. **chooses whether the base models have a background class** (``base.background``): both
+   variants are trained on the fit split, each scored as in 3; the better carved average
+   mAP wins, a lead under ``select.tolerance`` going to no background class;
+3. **weighs the two streams and the two loss terms, and picks the candidates and the NMS**
    (``localize.rgb_weight``, ``acn.alpha``, ``localize.whole_video``, then
    ``localize.nms_iou``): the values whose joint -L scoring of the proposals scores the best
    average mAP on the carved videos, a lead under ``select.tolerance`` going to the fallback
@@ -21,10 +24,10 @@ and, on that split only (never the test subset):
    out entirely). Without segment annotations on the training videos the weight follows the
    streams' carved-validation classification mAP instead (:func:`choose_rgb_weight`) and
    the rest take their fallbacks (:data:`CHOSEN_FALLBACKS`);
-3. **checks the regression nets**: nets trained on the fit split localize the carved videos
+4. **checks the regression nets**: nets trained on the fit split localize the carved videos
    with and without regression; regression is kept only where it wins by a margin on the
    carved videos and on most bootstrap resamples of them (:func:`bootstrap_win_rate`);
-4. **sizes the anchors** from the CAS segment lengths (:func:`data_anchors`).
+5. **sizes the anchors** from the CAS segment lengths (:func:`data_anchors`).
 
 The base models are then trained again on all training videos with the chosen recipes and
 the chosen values are written to ``RUN/config.yaml``.
@@ -48,6 +51,7 @@ ALPHA_FALLBACK = 0.8
 #: chose it (no carved split, or no segments on it): ``(section, key): fallback``.
 CHOSEN_FALLBACKS: dict[tuple[str, str], object] = {
     ("base", "per_stream"): {},
+    ("base", "background"): False,
     ("localize", "rgb_weight"): 0.5,
     ("acn", "alpha"): ALPHA_FALLBACK,
     ("localize", "whole_video"): "off",

@@ -60,14 +60,65 @@ def selection_pending(model) -> bool:
 
 def select(model, ds: Dataset, ids: list[str], base_cfg: dict,
            stats: dict[str, tuple[np.ndarray, np.ndarray] | None], progress: bool) -> None:
-    """Choose each stream's base recipe and the fusion's RGB weight on a split carved from
+    """Choose each stream's base recipe, whether the base models have a background class,
+    and the fusion's RGB weight, alpha, whole-video mode and NMS IoU on a split carved from
     the training videos (:mod:`acn.selection`); write them into ``model.cfg``."""
     cfg, sel = model.cfg, model.cfg["select"]
     seed = int(cfg["seed"])
     fit_ids, val_ids = selection.carve_ids(ids, sel["validation_fraction"], seed)
     t0 = time.perf_counter()
-    log: dict = {"fit_videos": len(fit_ids), "validation_videos": len(val_ids), "streams": {}}
-    val_outputs, val_maps, chosen, models, fit_outputs = {}, {}, {}, {}, {}
+    log: dict = {"fit_videos": len(fit_ids), "validation_videos": len(val_ids)}
+    segments = any(ds.video(v).segments for v in val_ids)
+    bg = cfg["base"]["background"]
+    # a background class is chosen by localization on the carved videos: without segments
+    # there it takes its fallback (off)
+    backgrounds = ([False, True] if bg is None and segments
+                   else [bool(bg) if bg is not None else
+                         CHOSEN_FALLBACKS[("base", "background")]])
+    variants = {b: _fit_streams(model, ds, fit_ids, val_ids, {**base_cfg, "background": b},
+                                stats, progress) for b in backgrounds}
+    scoring_pending = any(cfg[sec][key] is None for sec, key in SCORING_KEYS)
+    if len(variants) > 1:
+        log["background"] = _choose_background(model, ds, val_ids, variants)
+    chosen_bg = log.get("background", {}).get("chosen", backgrounds[0])
+    cfg["base"]["background"] = chosen_bg
+    v = variants[chosen_bg]
+    log["streams"] = v["log"]
+    if cfg["base"]["per_stream"] is None:
+        cfg["base"]["per_stream"] = v["recipes"]
+    if "background" in log:  # the scoring choices were made with each variant's models
+        for (sec, key), val in log["background"]["choices"][str(chosen_bg).lower()].items():
+            cfg[sec][key] = val
+        log["scoring"] = log["background"]["scoring"].pop(str(chosen_bg).lower())
+        del log["background"]["choices"]
+    elif scoring_pending:
+        if segments:
+            log["scoring"] = choose_scoring(model, ds, val_ids, v["val_outputs"])
+        else:  # weak labels only: the weights follow classification, alpha its fallback
+            w, _, how = selection.choose_rgb_weight(
+                ds, val_ids, v["val_outputs"]["rgb"], v["val_outputs"]["flow"],
+                sel["rgb_weights"], v["val_maps"])
+            if cfg["localize"]["rgb_weight"] is None:
+                cfg["localize"]["rgb_weight"] = w
+            log["scoring"] = {"criterion": how, "chosen": {"rgb_weight": w}}
+    fill_unchosen(model)
+    if sel["regression_check"] and cfg["acn"]["regression"] and segments:
+        log["regression"] = check_regression(model, ds, fit_ids, val_ids, v["models"],
+                                             v["fit_outputs"], progress)
+    log["seconds"] = round(time.perf_counter() - t0, 2)
+    model.log["selection"] = log
+
+
+def _fit_streams(model, ds: Dataset, fit_ids: list[str], val_ids: list[str], base_cfg: dict,
+                 stats: dict[str, tuple[np.ndarray, np.ndarray] | None],
+                 progress: bool) -> dict:
+    """Each stream's base model trained on the fit split with ``base_cfg``, trying the
+    fallback recipes where it did not learn. Returns ``{"recipes", "val_maps",
+    "val_outputs", "models", "fit_outputs", "log"}``, each keyed by stream."""
+    cfg, sel = model.cfg, model.cfg["select"]
+    seed = int(cfg["seed"])
+    out: dict = {k: {} for k in ("recipes", "val_maps", "val_outputs", "models", "fit_outputs",
+                                 "log")}
     for si, stream in enumerate(STREAMS):
         fixed = cfg["base"]["per_stream"]
         candidates = ([stream_recipe(model, stream)] if fixed is not None
@@ -93,29 +144,52 @@ def select(model, ds: Dataset, ids: list[str], base_cfg: dict,
                 best = (over, val_map, val_out, net, fit_out, ok)
             if ok:
                 break  # this recipe learned: no further search
-        chosen[stream], val_maps[stream], val_outputs[stream] = best[:3]
-        models[stream], fit_outputs[stream] = best[3:5]
-        log["streams"][stream] = {"tried": tried, "chosen": best[0],
-                                  "validation_map": best[1]}
-    if cfg["base"]["per_stream"] is None:
-        cfg["base"]["per_stream"] = chosen
-    if any(cfg[sec][key] is None for sec, key in SCORING_KEYS):
-        if any(ds.video(v).segments for v in val_ids):
-            log["scoring"] = choose_scoring(model, ds, val_ids, val_outputs)
-        else:  # weak labels only: the weights follow classification, alpha its fallback
-            w, _, how = selection.choose_rgb_weight(
-                ds, val_ids, val_outputs["rgb"], val_outputs["flow"], sel["rgb_weights"],
-                val_maps)
-            if cfg["localize"]["rgb_weight"] is None:
-                cfg["localize"]["rgb_weight"] = w
-            log["scoring"] = {"criterion": how, "chosen": {"rgb_weight": w}}
-    fill_unchosen(model)
-    if (sel["regression_check"] and cfg["acn"]["regression"]
-            and any(ds.video(v).segments for v in val_ids)):
-        log["regression"] = check_regression(model, ds, fit_ids, val_ids, models,
-                                             fit_outputs, progress)
-    log["seconds"] = round(time.perf_counter() - t0, 2)
-    model.log["selection"] = log
+        for key, val in zip(("recipes", "val_maps", "val_outputs", "models", "fit_outputs"),
+                            best[:5]):
+            out[key][stream] = val
+        out["log"][stream] = {"tried": tried, "chosen": best[0], "validation_map": best[1]}
+    return out
+
+
+def _choose_background(model, ds: Dataset, val_ids: list[str], variants: dict) -> dict:
+    """``base.background`` by the carved videos' average mAP of ACN's joint -L scoring with
+    each variant's base models (the scoring values chosen for each variant as
+    :func:`choose_scoring` does); a lead under ``select.tolerance`` goes to the fallback (no
+    background class). On the family's selection members the background class moved fused
+    ACN by -2.2 to +7.9 mAP@0.5 depending on the data (docs/ablation.md), so no one value
+    suits every dataset. Returns the log, with each variant's chosen scoring values under
+    ``choices`` (read and removed by :func:`select`)."""
+    cfg = model.cfg
+    saved = {k: copy.deepcopy(cfg[k[0]][k[1]]) for k in SCORING_KEYS}
+    scores, choices, scoring = {}, {}, {}
+    for b, v in variants.items():
+        name = str(b).lower()
+        try:
+            if any(val is None for val in saved.values()):
+                scoring[name] = choose_scoring(model, ds, val_ids, v["val_outputs"])
+                scores[(float(b),)] = scoring[name]["score"]
+            else:  # nothing else to choose: score the variant as configured
+                scores[(float(b),)] = _joint_score(model, ds, val_ids, v["val_outputs"])
+                scoring[name] = {"score": scores[(float(b),)]}
+            choices[name] = {k: copy.deepcopy(cfg[k[0]][k[1]]) for k in SCORING_KEYS}
+        finally:
+            for (sec, key), val in saved.items():
+                cfg[sec][key] = copy.deepcopy(val)
+    fallback = float(CHOSEN_FALLBACKS[("base", "background")])
+    chosen = bool(selection.best_choice(scores, (fallback,), cfg["select"]["tolerance"])[0])
+    return {"criterion": f"average mAP over tIoU {selection.default_tious(ds)} of ACN's joint "
+                         "-L scoring of CAS proposals (no regression) with each variant's base "
+                         "models and its own scoring choices",
+            "scores": {str(bool(k[0])).lower(): s for k, s in scores.items()},
+            "chosen": chosen, "choices": choices, "scoring": scoring}
+
+
+def _joint_score(model, ds: Dataset, val_ids: list[str],
+                 val_outputs: dict[str, dict[str, bo.BaseOutputs]]) -> float:
+    """Carved average mAP of the joint -L scoring with the configured values."""
+    loc = model.cfg["localize"]
+    return _nms_scores(model, ds, val_ids, val_outputs, [loc["nms_iou"]])[
+        (float(loc["nms_iou"]),)]
 
 
 def check_regression(model, ds: Dataset, fit_ids: list[str], val_ids: list[str],
@@ -222,10 +296,12 @@ def choose_scoring(model, ds: Dataset, val_ids: list[str],
         fallback = CHOSEN_FALLBACKS[("localize", "nms_iou")]
         nms_scores = _nms_scores(model, ds, val_ids, val_outputs, sel["nms_ious"])
         loc["nms_iou"] = selection.best_choice(nms_scores, (fallback,), sel["tolerance"])[0]
+    score = nms_scores[(loc["nms_iou"],)] if nms_scores else scores[(w, a, h)]
     return {"criterion": f"average mAP over tIoU {selection.default_tious(ds)} of ACN's "
                          "joint -L scoring of CAS proposals (no regression)",
             "chosen": {"rgb_weight": w, "alpha": a, "whole_video": WHOLE_VIDEO_MODES[h],
                        "nms_iou": loc["nms_iou"]},
+            "score": score,
             "scores": {f"w={k[0]:g} alpha={k[1]:g} whole_video={WHOLE_VIDEO_MODES[k[2]]}": v
                        for k, v in scores.items()},
             "nms_scores": {f"{k[0]:g}": v for k, v in nms_scores.items()}}
