@@ -158,6 +158,19 @@ def test_fit_reports_a_stream_that_did_not_learn_and_leaves_it_out(tiny, tmp_pat
     assert written["localize"]["whole_video"] == model.cfg["localize"]["whole_video"]
     assert written["localize"]["nms_iou"] == model.cfg["localize"]["nms_iou"]
     assert set(written["base"]["per_stream"]) == {"rgb", "flow"}
+    # the background class was chosen on the carved videos between two trained variants
+    bg = log["selection"]["background"]
+    assert set(bg["scores"]) == {"false", "true"} and "choices" not in bg
+    assert all(0 <= v <= 1 for v in bg["scores"].values())
+    assert bg["chosen"] == bool(selection.best_choice(
+        {(float(k == "true"),): v for k, v in bg["scores"].items()}, (0.0,), 0.005)[0])
+    assert written["base"]["background"] is model.cfg["base"]["background"] is bg["chosen"]
+    # the scoring values in force are the chosen variant's, scored on its own models
+    assert log["selection"]["scoring"]["score"] == pytest.approx(
+        bg["scores"][str(bg["chosen"]).lower()])
+    assert set(bg["scoring"]) == {str(not bg["chosen"]).lower()}  # the other variant's
+    for s in ("rgb", "flow"):  # the final base models are the chosen variant
+        assert model.models[s].base.background is bg["chosen"]
 
 
 @settings(max_examples=40, deadline=None)
@@ -235,3 +248,30 @@ def test_best_choice_keeps_the_fallback_against_a_lead_inside_the_tolerance():
     assert selection.best_choice(scores, (0.5, 0.8), 0.005) == (0.5, 0.8)
     assert selection.best_choice(scores, (0.5, 0.8), 0.001) == (0.75, 0.8)
     assert selection.best_choice({(True,): 0.3, (False,): 0.2}, (False,), 0.005) == (True,)
+
+
+@pytest.mark.parametrize("case", ["fixed", "no_segments"])
+def test_background_class_fixed_or_without_segments_trains_one_variant(tiny, tmp_path, case):
+    # base.background set in the config is kept; left null, it needs segments on the carved
+    # videos to be chosen, and takes its fallback (none) without them
+    import dataclasses
+
+    from acn.config import resolve
+    from acn.pipeline import ACN
+
+    ds = tiny
+    sets = [*FAST_SET, "select.validation_fraction=0.25", "select.regression_check=false"]
+    if case == "fixed":
+        sets.append("base.background=true")
+    else:
+        ann = tiny.annotations
+        videos = {k: dataclasses.replace(v, segments=[]) if v.subset == ann.train_subset else v
+                  for k, v in ann.videos.items()}
+        ds = dataclasses.replace(tiny, annotations=dataclasses.replace(ann, videos=videos))
+    model = ACN(resolve(overrides=sets))
+    log = model.fit(ds, tmp_path / "run", progress=False, stage="base")
+    want = case == "fixed"
+    assert "background" not in log["selection"]
+    assert model.cfg["base"]["background"] is want
+    assert all(model.models[s].base.background is want for s in ("rgb", "flow"))
+    assert all(len(log["selection"]["streams"][s]["tried"]) >= 1 for s in ("rgb", "flow"))
