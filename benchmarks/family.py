@@ -89,7 +89,8 @@ def run_one(args, k: int, seed: int) -> dict:
                         for kk in ("train_classification_map", "learned", "recipe")}
                     for s in ("rgb", "flow")},
            "selection": {kk: v for kk, v in log.get("selection", {}).items()
-                         if kk in ("scoring", "regression", "seconds")},
+                         if kk in ("scoring", "regression", "background", "seconds")},
+           "background": model.cfg["base"]["background"],
            "rgb_weight": model.rgb_weight(), "alpha": model.cfg["acn"]["alpha"],
            "regression": model.cfg["acn"]["regression"],
            "whole_video": model.cfg["localize"]["whole_video"],
@@ -106,6 +107,12 @@ def _label(r: dict) -> tuple:
     return (r["member"], dim, f"{r['member']} ({m.role}, D={dim})")
 
 
+def _bg(r: dict) -> str:
+    """The background class as the run had it ("" for runs that predate the key)."""
+    bg = r.get("background")
+    return "" if bg is None else ("bg, " if bg else "no bg, ")
+
+
 def table(out: Path, preset: str, tags: list[str] | None) -> str:
     """Markdown: per member (and width), the mean over seeds of each row, mAP@0.5 / average
     mAP; then the mean and the worst member, and ACN fused minus the best baseline."""
@@ -117,7 +124,8 @@ def table(out: Path, preset: str, tags: list[str] | None) -> str:
         keys = sorted({_label(r) for r in mine})
         lines += [f"### {tag} ({preset}; mAP@0.5 / average mAP, mean over seeds)", "",
                   "| member | seeds | " + " | ".join(ROWS) + " | fused - best baseline |"
-                  " chosen: w_rgb, α, regression, whole video, NMS | base learned (rgb/flow) |",
+                  " chosen: w_rgb, α, background, regression, whole video, NMS |"
+                  " base learned (rgb/flow) |",
                   "|---" * (len(ROWS) + 5) + "|"]
         agg: dict[str, list] = {n: [] for n in ROWS}
         margins = []
@@ -133,6 +141,7 @@ def table(out: Path, preset: str, tags: list[str] | None) -> str:
             learned = "/".join("".join("y" if r["base"][s]["learned"] else "n" for r in rs)
                                for s in ("rgb", "flow"))
             chosen = "; ".join(f"{r['rgb_weight']:g}, {r.get('alpha')}, "
+                               f"{_bg(r)}"
                                f"{r.get('regression', '')}, {r.get('whole_video', '')}, "
                                f"{r.get('nms_iou', '')}" for r in rs)
             lines.append(f"| {key[2]} | {len(rs)} | " + " | ".join(
