@@ -250,6 +250,23 @@ def test_best_choice_keeps_the_fallback_against_a_lead_inside_the_tolerance():
     assert selection.best_choice({(True,): 0.3, (False,): 0.2}, (False,), 0.005) == (True,)
 
 
+def test_background_class_chosen_when_the_scoring_values_are_fixed(tiny, tmp_path):
+    # nothing else left to choose: each variant is scored with the configured values
+    from acn.config import resolve
+    from acn.pipeline import ACN
+
+    sets = [*FAST_SET, "select.validation_fraction=0.25", "select.regression_check=false",
+            "localize.rgb_weight=0.5", "localize.whole_video=off", "localize.nms_iou=0.4"]
+    model = ACN(resolve(overrides=sets))
+    log = model.fit(tiny, tmp_path / "run", progress=False, stage="base")
+    bg = log["selection"]["background"]
+    assert set(bg["scores"]) == {"false", "true"}
+    assert bg["chosen"] is model.cfg["base"]["background"]
+    assert (model.cfg["localize"]["rgb_weight"], model.cfg["acn"]["alpha"],
+            model.cfg["localize"]["nms_iou"]) == (0.5, 0.8, 0.4)
+    assert all(model.models[s].base.background is bg["chosen"] for s in ("rgb", "flow"))
+
+
 @pytest.mark.parametrize("case", ["fixed", "no_segments"])
 def test_background_class_fixed_or_without_segments_trains_one_variant(tiny, tmp_path, case):
     # base.background set in the config is kept; left null, it needs segments on the carved

@@ -2,7 +2,9 @@
 the training videos (the rules they apply, and why, are :mod:`acn.selection`).
 
 :func:`select` trains each stream's base model on the fit split (trying the fallback
-recipes where one did not learn) and chooses the fusion's RGB weight, ``acn.alpha`` and the
+recipes where one did not learn; with and without a background class when
+``base.background`` is null, keeping the better, :func:`_choose_background`) and chooses the
+fusion's RGB weight, ``acn.alpha`` and the
 whole-video proposals and the NMS IoU (:func:`choose_scoring`); :func:`check_regression` keeps the
 regression nets only where they beat the CAS boundaries; :func:`choose_anchors` sizes the
 anchors from the CAS. Values left null that nothing chose take their fallbacks
