@@ -63,6 +63,7 @@ def made_up(tmp_path_factory):
         "train_videos": 24, "seed": 0,
         "selection": {"seconds": 3.0, "streams": {"rgb": {"tried": [{"losses": [2.0, 1.5]}]}},
                       "scoring": {"chosen": {"rgb_weight": 0.5}},
+                      "background": {"chosen": True, "scores": {"true": 0.52, "false": 0.45}},
                       "regression": {"regression": True, "with_regression": 0.9,
                                      "without_regression": 0.8}},
         "rgb_base": {"seconds": 2.0, "losses": [2.0, 1.0, 0.5], "train_classification_map": 0.9,
@@ -96,6 +97,7 @@ def test_page_holds_every_section(made_up, tmp_path):
                    "fig-fp-classes", "fig-sensitivity", "id='video-picker'", "id='timeline'"):
         assert anchor in page, anchor
     assert "ActivityNet protocol" in page and "DETAD" in page
+    assert "background class kept (carved mAP with 52.0, without 45.0)" in page
     # the config keys that differ from the defaults are highlighted
     assert re.search(r"<tr class='diff'><td>acn\.alpha</td><td>0\.8</td><td>null</td>", page)
     assert "<tr class='same'><td>acn.filters</td>" in page

@@ -115,6 +115,11 @@ def _train(args: argparse.Namespace, lock) -> int:
               f"NMS IoU {model.cfg['localize']['nms_iou']:g}"
               + (f" ({sel['scoring']['criterion']} on {sel['validation_videos']} carved "
                  "training videos)" if sel.get("scoring") else "")]
+    bg = sel.get("background")
+    if bg:
+        chosen.append(f"background class {'on' if bg['chosen'] else 'off'} (carved average mAP "
+                      f"{100 * bg['scores']['true']:.1f} with, "
+                      f"{100 * bg['scores']['false']:.1f} without)")
     if log.get("anchors"):
         chosen.append(f"anchors {log['anchors']['chosen']} (from the training CAS)")
     reg = sel.get("regression")

@@ -159,6 +159,12 @@ def training_figures(log: dict) -> TrainingFigures:
     if chosen:
         notes.append("chosen on the carved split: "
                      + ", ".join(f"{k} {v}" for k, v in chosen.items()))
+    bg = sel.get("background") or {}
+    if "chosen" in bg:
+        sc = bg.get("scores") or {}
+        notes.append(f"background class {'kept' if bg['chosen'] else 'left out'} "
+                     f"(carved mAP with {100 * float(sc.get('true', 0)):.1f}, "
+                     f"without {100 * float(sc.get('false', 0)):.1f})")
     reg = sel.get("regression") or {}
     if "regression" in reg:
         notes.append(f"regression nets {'kept' if reg['regression'] else 'switched off'} "
