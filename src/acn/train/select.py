@@ -158,8 +158,8 @@ def _choose_background(model, ds: Dataset, val_ids: list[str], variants: dict) -
     each variant's base models (the scoring values chosen for each variant as
     :func:`choose_scoring` does); a lead under ``select.tolerance`` goes to the fallback (no
     background class). On the family's selection members the background class moved fused
-    ACN by -2.2 to +7.9 mAP@0.5 depending on the data (docs/ablation.md), so no one value
-    suits every dataset. Returns the log, with each variant's chosen scoring values under
+    ACN by -2.7 to +7.8 mAP@0.5 per seed depending on the data (docs/ablation.md), so no
+    one value suits every dataset. Returns the log, with each variant's chosen scoring values under
     ``choices`` (read and removed by :func:`select`)."""
     cfg = model.cfg
     saved = {k: copy.deepcopy(cfg[k[0]][k[1]]) for k in SCORING_KEYS}
