@@ -6,7 +6,8 @@ user runs acn (train on the training subset, localize the test subset), beside t
 baselines of the same base models:
 
 * ACN fused / Flow / RGB (``localize.stream``);
-* CAS thresholding of the base models' SCP: RGB, Flow, both (equal mean);
+* CAS thresholding of the base models' SCP: RGB, Flow, both (equal mean), and both again on
+  ACN's own candidates with its sub-snippet boundaries ("CAS both sub", :data:`CONTRAST_ONLY`);
 * the whole video as one detection of each predicted class (both streams' video scores).
 
     python benchmarks/family.py --preset thumos14 --members 0 2 4 6 --seeds 0 1 2 \\
@@ -22,6 +23,7 @@ the selection members to choose, the held-out ones to report.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
@@ -39,8 +41,30 @@ from acn.fileio import write_json
 from acn.pipeline import ACN, mean_outputs
 from acn.selection import default_tious_for
 
-ROWS = ("ACN fused", "ACN flow", "ACN rgb", "CAS both", "CAS flow", "CAS rgb", "whole video")
-BASELINES = ("CAS both", "CAS flow", "CAS rgb", "whole video")
+ROWS = ("ACN fused", "ACN flow", "ACN rgb", "CAS both", "CAS both sub", "CAS flow", "CAS rgb",
+        "whole video")
+BASELINES = ("CAS both", "CAS both sub", "CAS flow", "CAS rgb", "whole video")
+
+#: "CAS both sub": CAS thresholding on the very candidates ACN scores (its levels, boundaries
+#: inside snippets, ``acn.cas_subsnippet``) of the equal-mean CAS, ranked by the outer-inner
+#: contrast alone (alpha 1, no video-score term, no SCP filter, no regression, NMS 0.4, as
+#: "CAS both"): the in-harness baseline with ACN's boundaries, so that what ACN's -L scoring
+#: adds is measured apart from what the sub-snippet boundaries add.
+CONTRAST_ONLY = {("acn", "alpha"): 1.0, ("acn", "regression"): False,
+                 ("acn", "scp_threshold"): 0.0, ("localize", "video_score_weight"): 0.0,
+                 ("localize", "rgb_weight"): 0.5, ("localize", "whole_video"): "off",
+                 ("localize", "nms_iou"): 0.4}
+
+
+def contrast_baseline(model: ACN, ds, ids: list[str]) -> dict:
+    """Detections of the "CAS both sub" baseline (see :data:`CONTRAST_ONLY`), in seconds."""
+    saved = copy.deepcopy(model.cfg)
+    try:
+        for (sec, key), value in CONTRAST_ONLY.items():
+            model.cfg[sec][key] = value
+        return model.localize(ds, ids, ["fused"], progress=False)["fused"]
+    finally:
+        model.cfg = saved
 
 
 def dataset(out: Path, preset: str, k: int, videos: int | None, dim: int | None):
@@ -72,7 +96,8 @@ def run_one(args, k: int, seed: int) -> dict:
     outs = model.last_outputs
     both = {v: mean_outputs(outs, v) for v in ids}
     runs = {"ACN fused": dets["fused"], "ACN flow": dets["flow"], "ACN rgb": dets["rgb"],
-            "CAS both": cas_detections(both, ds), "CAS flow": cas_detections(outs["flow"], ds),
+            "CAS both": cas_detections(both, ds), "CAS both sub": contrast_baseline(model, ds, ids),
+            "CAS flow": cas_detections(outs["flow"], ds),
             "CAS rgb": cas_detections(outs["rgb"], ds),
             "whole video": whole_video_detections(both, ds)}
     res = {}
@@ -121,22 +146,25 @@ def table(out: Path, preset: str, tags: list[str] | None) -> str:
     lines = []
     for tag in sorted({r["tag"] for r in rows}):
         mine = [r for r in rows if r["tag"] == tag]
+        # rows every run of the tag has (runs before "CAS both sub" lack it)
+        names = [n for n in ROWS if all(n in r["results"] for r in mine)]
+        bases = [n for n in BASELINES if n in names]
         keys = sorted({_label(r) for r in mine})
         lines += [f"### {tag} ({preset}; mAP@0.5 / average mAP, mean over seeds)", "",
-                  "| member | seeds | " + " | ".join(ROWS) + " | fused - best baseline |"
+                  "| member | seeds | " + " | ".join(names) + " | fused - best baseline |"
                   " chosen: w_rgb, α, background, regression, whole video, NMS |"
                   " base learned (rgb/flow) |",
-                  "|---" * (len(ROWS) + 5) + "|"]
-        agg: dict[str, list] = {n: [] for n in ROWS}
+                  "|---" * (len(names) + 5) + "|"]
+        agg: dict[str, list] = {n: [] for n in names}
         margins = []
         for key in keys:
             rs = [r for r in mine if _label(r) == key]
             mean = {n: (np.mean([r["results"][n]["map05"] for r in rs]),
-                        np.mean([r["results"][n]["avg"] for r in rs])) for n in ROWS}
-            for n in ROWS:
+                        np.mean([r["results"][n]["avg"] for r in rs])) for n in names}
+            for n in names:
                 agg[n].append(mean[n])
-            m05 = mean["ACN fused"][0] - max(mean[n][0] for n in BASELINES)
-            mavg = mean["ACN fused"][1] - max(mean[n][1] for n in BASELINES)
+            m05 = mean["ACN fused"][0] - max(mean[n][0] for n in bases)
+            mavg = mean["ACN fused"][1] - max(mean[n][1] for n in bases)
             margins.append((m05, mavg))
             learned = "/".join("".join("y" if r["base"][s]["learned"] else "n" for r in rs)
                                for s in ("rgb", "flow"))
@@ -145,12 +173,12 @@ def table(out: Path, preset: str, tags: list[str] | None) -> str:
                                f"{r.get('regression', '')}, {r.get('whole_video', '')}, "
                                f"{r.get('nms_iou', '')}" for r in rs)
             lines.append(f"| {key[2]} | {len(rs)} | " + " | ".join(
-                f"{mean[n][0]:.1f} / {mean[n][1]:.1f}" for n in ROWS)
+                f"{mean[n][0]:.1f} / {mean[n][1]:.1f}" for n in names)
                 + f" | {m05:+.1f} / {mavg:+.1f} | {chosen} | {learned} |")
         for what, f in (("mean", np.mean), ("worst", np.min)):
             lines.append(f"| **{what}** | | " + " | ".join(
                 f"{f([a for a, _ in agg[n]]):.1f} / {f([b for _, b in agg[n]]):.1f}"
-                for n in ROWS) + f" | {f([a for a, _ in margins]):+.1f} / "
+                for n in names) + f" | {f([a for a, _ in margins]):+.1f} / "
                 f"{f([b for _, b in margins]):+.1f} | | |")
         lines.append("")
     return "\n".join(lines)
@@ -176,7 +204,7 @@ def main() -> None:
             r = run_one(args, k, seed)
             res = r["results"]
             print(f"{args.tag} {args.preset}{k} seed {seed}: " + ", ".join(
-                f"{n} {res[n]['map05']:.1f}/{res[n]['avg']:.1f}" for n in ROWS)
+                f"{n} {res[n]['map05']:.1f}/{res[n]['avg']:.1f}" for n in ROWS if n in res)
                 + f"; w_rgb {r['rgb_weight']:g}; {time.perf_counter() - t0:.0f} s", flush=True)
     if args.table:
         print(table(args.out, args.preset, args.tags))

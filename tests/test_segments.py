@@ -80,3 +80,95 @@ def test_relative_scp_threshold_scales_with_class_maximum():
     thr = scp_thresholds(scp, torch.tensor([0, 1]), 0.5, "relative")
     assert torch.allclose(thr, torch.tensor([0.025, 0.45]))
     assert scp_thresholds(scp, torch.tensor([0, 1]), 0.1, "absolute") == 0.1
+
+
+def brute_subsnippet(scp: np.ndarray, thresholds) -> list[tuple[int, float, float]]:
+    """Each run of each level, its boundaries where the row crosses the level on the line
+    between the two snippet centres around each boundary (0 and T at the video's ends)."""
+    out = set()
+    for k, row in enumerate(scp):
+        lo, hi = row.min(), row.max()
+        T = len(row)
+        for t in thresholds:
+            lv = lo + t * (hi - lo)
+            for (kk, i, j) in brute_runs(scp[k:k + 1], [t]):
+                a, b = float(i), float(j)
+                if i > 0:  # centres i - 0.5 (value row[i-1]) and i + 0.5 (value row[i])
+                    a = (i - 0.5) + (lv - row[i - 1]) / (row[i] - row[i - 1])
+                if j < T:
+                    b = (j - 0.5) + (row[j - 1] - lv) / (row[j - 1] - row[j])
+                out.add((k, round(a, 9), round(b, 9)))
+    return sorted(out)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 40), st.integers(0, 2**31 - 1))
+def test_cas_candidates_subsnippet_match_brute_force(K, T, seed):
+    scp = np.random.default_rng(seed).random((K, T))
+    th = [0.2, 0.5, 0.8]
+    rows, s, e = cas_candidates(scp, th, subsnippet=True)
+    got = sorted(set(zip(rows.tolist(), np.round(s, 9).tolist(), np.round(e, 9).tolist())))
+    assert got == brute_subsnippet(scp, th)
+    # each boundary lies within half a snippet of the whole-snippet one, and the integer runs
+    # are the same runs
+    ri, si, ei = cas_candidates(scp, th)
+    whole = set(zip(ri.tolist(), si.tolist(), ei.tolist()))
+    for k, a, b in zip(rows, s, e):
+        i, j = int(np.floor(a + 0.5)), int(np.ceil(b - 0.5))
+        assert (int(k), i, j) in whole and 0 <= a < b <= T
+
+
+def coverage_cas(T: int, a: float, b: float) -> np.ndarray:
+    """(1, T): how much of each snippet [t, t + 1) the action [a, b) covers (snippets)."""
+    t = np.arange(T, dtype=np.float64)
+    return np.clip(np.minimum(t + 1, b) - np.maximum(t, a), 0.0, 1.0)[None, :]
+
+
+def test_subsnippet_boundaries_find_an_action_inside_snippets():
+    # a snippet responds in proportion to how much of it the action covers: the level
+    # crossings then place the boundaries inside the snippets, where whole snippets are off
+    # by up to half a snippet at each end
+    rng = np.random.default_rng(0)
+    err_sub, err_whole = [], []
+    for _ in range(200):
+        a = rng.uniform(5, 15)
+        b = a + rng.uniform(2, 12)
+        cas = coverage_cas(40, a, b)
+        for sub, errs in ((True, err_sub), (False, err_whole)):
+            _, s, e = cas_candidates(cas, [0.5], subsnippet=sub)
+            assert len(s) == 1
+            errs.append(max(abs(s[0] - a), abs(e[0] - b)))
+    assert max(err_sub) <= 0.25 + 1e-9
+    assert np.mean(err_sub) < 0.5 * np.mean(err_whole)
+
+
+def test_subsnippet_candidates_reach_the_scoring_with_fractional_bounds():
+    from types import SimpleNamespace
+
+    from acn.config import resolve
+    from acn.localize.video import score_candidates
+
+    T, a, b = 60, 20.3, 26.6
+    cas = coverage_cas(T, a, b)
+    scp = np.concatenate([0.05 + 0.9 * cas, 0.05 + 0.0 * cas]).astype(np.float32)
+    feats = torch.from_numpy(np.random.default_rng(1).normal(size=(T, 8)).astype(np.float32))
+    out = SimpleNamespace(scp=scp, attention=np.ones(T, np.float32),
+                          video_scores=np.array([0.9, 0.0], np.float32))
+    best = {}
+    for sub in (True, False):
+        cfg = resolve(overrides=[f"acn.cas_subsnippet={str(sub).lower()}",
+                                 "localize.whole_video=off", "localize.video_score_weight=0",
+                                 "acn.alpha=0.8"])
+        seg, sc, lab, _ = score_candidates(cfg, feats, out, {8: None}, float("-inf"))
+        assert (lab == 0).all()
+        frac = (seg - seg.round()).abs() > 1e-6
+        assert bool(frac.any()) == sub
+        # the scores are -L of the segments as returned (no rounding on the way)
+        want = score_segments(feats, torch.from_numpy(scp), lab, seg[:, 0], seg[:, 1],
+                              cfg["acn"]["inflation"], cfg["acn"]["alpha"],
+                              lc_features=cfg["acn"]["lc_features"])
+        torch.testing.assert_close(sc, want)
+        s, e = seg[:, 0].numpy(), seg[:, 1].numpy()
+        best[sub] = np.max((np.minimum(e, b) - np.maximum(s, a))
+                           / (np.maximum(e, b) - np.minimum(s, a)))  # tIoU with the action
+    assert best[True] > 0.97 and best[True] > best[False]

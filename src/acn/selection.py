@@ -46,7 +46,7 @@ from acn.errors import AcnError
 #: The carved videos' subset name in a carved copy of the annotations.
 HELDOUT = "heldout"
 #: ``acn.alpha`` when it is null and nothing chose it (no carved split, or no segments there).
-ALPHA_FALLBACK = 0.8
+ALPHA_FALLBACK = 0.9
 #: The config values chosen per dataset when left null, and what each takes when nothing
 #: chose it (no carved split, or no segments on it): ``(section, key): fallback``.
 CHOSEN_FALLBACKS: dict[tuple[str, str], object] = {

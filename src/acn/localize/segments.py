@@ -1,5 +1,8 @@
 """Proposals beyond fixed anchors: multi-threshold CAS segments, regressed and scored by -L.
 
+Segment boundaries are whole snippets, or (``acn.cas_subsnippet``) where the CAS crosses each
+level between two snippets.
+
 A CAS segment of length L (snippets) is regressed by the anchor network whose size P is
 closest to L in log scale (its start offset read at the segment's start, its end offset at
 its end, Eqs. 5-6 with that P), inflated by ``inflation * length`` and scored with the same
@@ -17,30 +20,55 @@ from acn.model.coherence import (PrefixIntegral, feature_integral, objective_fro
                                  proposal_terms)
 
 
-def cas_candidates(scp: np.ndarray, thresholds: Sequence[float], min_length: int = 1
+def cas_candidates(scp: np.ndarray, thresholds: Sequence[float], min_length: int = 1,
+                   subsnippet: bool = False
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Connected runs of each row of ``scp`` (K, T) above relative levels.
 
     A level t means ``min + t * (max - min)`` of the row over the video. Returns
     ``(rows (N,), starts (N,), ends (N,))``: run n covers snippets [starts[n], ends[n]) of
-    row rows[n]; duplicates across levels are removed.
+    row rows[n] (int); duplicates across levels are removed. ``min_length`` counts whole
+    snippets of the run.
+
+    With ``subsnippet`` the boundaries are where the row crosses the level, read off the
+    straight line between the two snippets' centres on either side (float, snippets): a
+    snippet's value sits at its centre ``i + 0.5``, so a run ``[s, e)`` starts in
+    ``[s - 0.5, s + 0.5)`` and ends in ``(e - 0.5, e + 0.5]``; a run touching the video's
+    start or end keeps 0 or T there. A snippet that an action covers in part responds in part,
+    so the crossing places the boundary inside it, where whole-snippet runs are off by up to
+    half a snippet on each side (most of a short action's tIoU).
     """
     scp = np.asarray(scp, dtype=np.float64)
     K, T = scp.shape
     if K == 0 or T == 0:
         z = np.zeros(0, dtype=np.int64)
-        return z, z, z
+        return z, (z.astype(np.float64) if subsnippet else z), (z.astype(np.float64)
+                                                                  if subsnippet else z)
     th = np.asarray(thresholds, dtype=np.float64)
     lo, hi = scp.min(1, keepdims=True), scp.max(1, keepdims=True)
     levels = lo + th[None, :] * (hi - lo)                       # (K, L)
     mask = scp[:, None, :] > levels[:, :, None]                 # (K, L, T)
     edges = np.diff(np.pad(mask.reshape(-1, T).astype(np.int8), ((0, 0), (1, 1))), axis=1)
-    rows, starts = np.nonzero(edges == 1)
+    flat, starts = np.nonzero(edges == 1)
     _, ends = np.nonzero(edges == -1)
-    rows = rows // len(th)
+    rows, level = flat // len(th), flat % len(th)
     keep = (ends - starts) >= min_length
-    trip = np.unique(np.stack([rows[keep], starts[keep], ends[keep]], 1), axis=0)
-    return trip[:, 0], trip[:, 1], trip[:, 2]
+    rows, level, starts, ends = rows[keep], level[keep], starts[keep], ends[keep]
+    if not subsnippet:
+        trip = np.unique(np.stack([rows, starts, ends], 1), axis=0)
+        return trip[:, 0], trip[:, 1], trip[:, 2]
+    lv = levels[rows, level]
+    st, en = starts.astype(np.float64), ends.astype(np.float64)
+    # scp[s - 1] <= level < scp[s]: the crossing is a fraction [0, 1) of the way between
+    # the centres s - 0.5 and s + 0.5 (and mirrored at the end)
+    a = starts > 0
+    below, above = scp[rows[a], starts[a] - 1], scp[rows[a], starts[a]]
+    st[a] += (lv[a] - below) / (above - below) - 0.5
+    b = ends < T
+    inside, after = scp[rows[b], ends[b] - 1], scp[rows[b], ends[b]]
+    en[b] += (inside - lv[b]) / (inside - after) - 0.5
+    trip = np.unique(np.stack([rows.astype(np.float64), st, en], 1), axis=0)
+    return trip[:, 0].astype(np.int64), trip[:, 1], trip[:, 2]
 
 
 def regress_segments(starts: torch.Tensor, ends: torch.Tensor, T: int,

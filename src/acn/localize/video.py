@@ -122,11 +122,12 @@ def score_candidates(cfg: Mapping, feats: torch.Tensor | list[torch.Tensor], out
                                       else None))
         parts.append((sp.segments.double(), sp.scores.double(), sp.labels,
                       torch.zeros(len(sp.scores), dtype=torch.bool)))
-    listed = []  # (row in classes, start, end) candidates scored one by one
+    listed = []  # (row in classes, start, end) candidates scored one by one (float: the
+    # CAS segments' boundaries may lie inside a snippet)
     if acn["proposals"] in ("cas", "both") and classes.numel():
         cls = classes.numpy()
         listed += [np.stack(cas_candidates(c[cls], acn["cas_thresholds"],
-                                           acn["cas_min_length"]), 1)
+                                           acn["cas_min_length"], acn["cas_subsnippet"]), 1)
                    for c in [out.scp, *(candidate_scps or [])]]
     whole_mode = whole_video_mode(loc["whole_video"])
     if whole_mode != "off" and classes.numel():
@@ -135,8 +136,8 @@ def score_candidates(cfg: Mapping, feats: torch.Tensor | list[torch.Tensor], out
         k = classes.numel()
         listed.append(np.stack([np.arange(k), np.zeros(k, np.int64), np.full(k, T)], 1))
     if listed:
-        trip = np.unique(np.concatenate(listed).astype(np.int64), axis=0)
-        rows, st, en = trip[:, 0], trip[:, 1], trip[:, 2]
+        trip = np.unique(np.concatenate(listed).astype(np.float64), axis=0)
+        rows, st, en = trip[:, 0].astype(np.int64), trip[:, 1], trip[:, 2]
         lab = classes[torch.from_numpy(rows)]
         s2, e2 = regress_segments(torch.from_numpy(st), torch.from_numpy(en), T, regressions)
         whole = torch.from_numpy((st == 0) & (en == T)) if whole_mode != "off" else (
