@@ -32,6 +32,9 @@ def test_ablate_writes_every_table(tiny_folder, tmp_path):
                     "Stages (second_stage.rounds)", "first stage only: ACN fused",
                     "second stage, 1 round(s): CAS baseline (both streams)",
                     "second stage, 1 round(s): ACN fused",
+                    "Boundaries (acn.cas_subsnippet)",
+                    "ACN fused, CAS segment boundaries inside snippets",
+                    "ACN fused, CAS segment boundaries on whole snippets",
                     "heldout"):
         assert heading in text
     assert (out / "ablation.json").is_file()

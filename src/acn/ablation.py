@@ -5,7 +5,9 @@ baseline); every variant retrains only the regression networks (as the paper var
 and is evaluated on the test subset. A "Stages" table gives what each stage adds: the base
 models' CAS thresholding and ACN on them, without and with the second stage
 (``second_stage.rounds``; base models trained again for the setting the config does not
-use). Output: one Markdown file with every table, and a JSON of every figure.
+use), and a "Boundaries" table gives ACN fused with its CAS segments' boundaries inside
+snippets and on whole snippets (``acn.cas_subsnippet``, the same nets). Output: one Markdown
+file with every table, and a JSON of every figure.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def run_ablation(ds: Dataset, cfg: dict, out: Path, protocol: str | None = None,
     base.fit(ds, base_run, progress=progress, stage="base", resume=True)
 
     cache: dict[str, dict] = {}
+    run_of: dict[str, Path] = {}  # variant key -> the run folder its nets were trained in
 
     def variant(name: str, base_from: Path = base_run, rounds: int | None = None,
                 **acn_over) -> dict:
@@ -77,6 +80,8 @@ def run_ablation(ds: Dataset, cfg: dict, out: Path, protocol: str | None = None,
             m = ACN(c)
             m.fit(ds, out / name, progress=progress, base_from=base_from)
             cache[key] = m.localize(ds, ids, ["rgb", "flow", "fused"], progress=progress)
+            run_of[key] = out / name
+        run_of[name] = run_of[key]
         return cache[key]
 
     def ev(dets) -> object:
@@ -123,6 +128,19 @@ def run_ablation(ds: Dataset, cfg: dict, out: Path, protocol: str | None = None,
             rows_[f"CAS baseline ({h}) {s}"] = ev(model.baseline(ds, ids, s))
     sections.append("## Streams and baselines (config as given)\n\n" + map_table(rows_))
     results["streams"] = {k: r.to_json() for k, r in rows_.items()}
+
+    # Boundaries: the config's CAS segments with boundaries where the CAS crosses each level
+    # between two snippets, or on whole snippets (acn.cas_subsnippet); the same trained nets
+    if cfg["acn"]["proposals"] in ("cas", "both"):
+        m = ACN.load(run_of["config"])
+        bound_rows = {}
+        for sub in (True, False):
+            m.cfg["acn"]["cas_subsnippet"] = sub
+            label = "inside snippets" if sub else "on whole snippets"
+            bound_rows[f"ACN fused, CAS segment boundaries {label}"] = ev(
+                m.localize(ds, ids, ["fused"], progress=progress)["fused"])
+        sections.append("## Boundaries (acn.cas_subsnippet)\n\n" + map_table(bound_rows))
+        results["boundaries"] = {k: r.to_json() for k, r in bound_rows.items()}
 
     # Stages: the base models alone (CAS thresholding), ACN on them, without and with the
     # second stage (the config's rounds, or one round where it runs none)
