@@ -42,8 +42,8 @@ def cas_candidates(scp: np.ndarray, thresholds: Sequence[float], min_length: int
     K, T = scp.shape
     if K == 0 or T == 0:
         z = np.zeros(0, dtype=np.int64)
-        return z, (z.astype(np.float64) if subsnippet else z), (z.astype(np.float64)
-                                                                  if subsnippet else z)
+        bounds = z.astype(np.float64) if subsnippet else z
+        return z, bounds, bounds
     th = np.asarray(thresholds, dtype=np.float64)
     lo, hi = scp.min(1, keepdims=True), scp.max(1, keepdims=True)
     levels = lo + th[None, :] * (hi - lo)                       # (K, L)
