@@ -414,9 +414,16 @@ def fig_training(args, setup: Setup) -> Figure:
     from acn.train import outputs as bt
     from acn.model.regression import RegressionNets
     from acn.pipeline import STREAM_INDEX, STREAMS
+    from acn.train.base import load_base_checkpoint
     from acn.train.regression import epoch_order, make_optimizer, pad_batch, train_regression
+    from acn.train.stages import lc_source_for
 
     cfg, ds, ids, dim = setup.cfg, setup.ds, setup.train_ids, setup.dim
+
+    def lc_source(stream: str, features):  # what acn train gives it: the base embedding
+        net, _ = load_base_checkpoint(setup.run / "checkpoints" / f"{stream}_base.pt")
+        return lc_source_for(cfg, net, features)
+
     acn_cfg, train_cfg = cfg["acn"], dict(cfg["train"])
     if args.quick:
         train_cfg["epochs"] = 2
@@ -453,7 +460,8 @@ def fig_training(args, setup: Setup) -> Figure:
         marks = [time.perf_counter()]
         _, history = train_regression(
             features, ids, outputs, labels, dim, acn_cfg, train_cfg, seed=seed + 10 + si,
-            progress=False, checkpoint=lambda *a: marks.append(time.perf_counter()))
+            progress=False, checkpoint=lambda *a: marks.append(time.perf_counter()),
+            lc_source=lc_source(STREAMS[si], features))
         stats.append(history)
         return list(np.diff(marks))
 
@@ -473,7 +481,7 @@ def fig_training(args, setup: Setup) -> Figure:
             one = dict(train_cfg, epochs=1)
             prof = profile_top(lambda: train_regression(
                 cache.__getitem__, ids, outputs, labels, dim, acn_cfg, one, seed=seed,
-                progress=False))
+                progress=False, lc_source=lc_source(s, cache.__getitem__)))
     total_plain = sum(map(sum, plain_t))
     total_acn = sum(map(sum, acn_t))
     ratio = total_acn / total_plain
@@ -495,7 +503,7 @@ def fig_training(args, setup: Setup) -> Figure:
         cache = {v: ds.features(v, dim)[0] for v in ids}
         prof = profile_top(lambda: train_regression(
             cache.__getitem__, ids, outputs, labels, dim, acn_cfg, dict(train_cfg, epochs=1),
-            seed=seed, progress=False))
+            seed=seed, progress=False, lc_source=lc_source(STREAMS[0], cache.__getitem__)))
     fig.profile = prof
     return fig
 

@@ -224,7 +224,7 @@ def test_regression_training_skips_videos_shorter_than_every_anchor(fast_cfg):
                            attention=np.ones(T, np.float32),
                            video_scores=np.array([0.8, 0.1, 0.1], np.float32))
             for v, T in lengths.items()}
-    acn = {**fast_cfg["acn"], "anchors": [2, 4]}
+    acn = {**fast_cfg["acn"], "anchors": [2, 4], "lc_features": "raw"}
     nets, history = train_regression(feats.__getitem__, ["long", "short"], outs,
                                      {"long": [0], "short": [0]}, 8, acn,
                                      {**fast_cfg["train"], "batch_videos": 1}, seed=0,

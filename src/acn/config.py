@@ -22,7 +22,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "base.head": ("untrimmednet", "topk_mil"),
     "base.scp": ("softmax", "sigmoid"),
     "acn.score_terms": ("both", "oic", "coherence"),
-    "acn.lc_features": ("raw", "standardize"),
+    "acn.lc_features": ("raw", "standardize", "embedding"),
     "acn.attention_mode": ("drop", "zero_scp", "none"),
     "acn.class_source": ("predicted", "labels"),
     "acn.scp_threshold_mode": ("absolute", "relative"),

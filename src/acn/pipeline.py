@@ -268,7 +268,9 @@ class ACN:
         videos of similar length goes through both streams' base models and regression nets
         before its proposals are scored. ``joint`` scores one proposal set per video on both
         streams at once (``localize.fusion = joint``): CAS segments of the mean SCP, boundaries
-        moved by the mean of the two streams' regressions, Lc the mean of the streams' Lc.
+        moved by the mean of the two streams' regressions, Lc the mean of the streams' Lc (on
+        their features, or on their base models' embedding with ``acn.lc_features:
+        embedding``).
 
         Returns ``(proposals {kind: {video_id: StreamProposals}}, base outputs {stream:
         {video_id: BaseOutputs}})``; the base outputs are kept only with ``keep_outputs``.
@@ -287,6 +289,7 @@ class ACN:
         kept: dict[str, dict[str, BaseOutputs]] = {s: {} for s in run}
         dev = inference_device(loc["device"])
         share_lc = "joint" in want and ("rgb" in want or "flow" in want)
+        embed_lc = cfg["acn"]["lc_features"] == "embedding"
         # one padding buffer per stream, reused by every batch (a batch's features are not
         # referenced once its proposals are scored) and by later calls
         with torch.inference_mode(), batching.models_on(self.models, dev, run), \
@@ -294,7 +297,7 @@ class ACN:
             for batch in tqdm(batches, desc="localize", disable=not progress, leave=False):
                 # not copied: pad_batch copies them into its buffer
                 pairs = [ds.features(v, self.feature_dim, copy=False) for v in batch]
-                x, regs, outs = {}, {}, {}
+                x, lc_x, regs, outs = {}, {}, {}, {}
                 for s in run:
                     sm = self.models[s]
                     # padded on the CPU (scoring reads it there), the networks on ``dev``
@@ -303,6 +306,9 @@ class ACN:
                     xd, md = x[s].to(dev), mask.to(dev)
                     # pad_batch zero-fills the padding: neither model re-masks the input
                     res = sm.base.eval()(xd, md, zero_padded=True)
+                    # Lc's features: the input, or the base model's embedding of it
+                    lc_x[s] = (sm.base.embed(xd, md, zero_padded=True).float().cpu()
+                               if embed_lc else x[s])
                     regs[s] = ({a: r.cpu() for a, r in
                                 sm.nets(xd, md.sum(1), zero_padded=True).items()}
                                if cfg["acn"]["regression"] else None)
@@ -327,7 +333,7 @@ class ACN:
                     for s in ("rgb", "flow"):
                         if s in want:
                             props[s][vid] = self._score_one(
-                                x[s][i, :T], self.scored_outputs(base, s)[vid], r_i[s],
+                                lc_x[s][i, :T], self.scored_outputs(base, s)[vid], r_i[s],
                                 self.models[s].attention_threshold,
                                 lc_cache=lc_cache, lc_keys=[s])
                     if "joint" in want:
@@ -335,7 +341,7 @@ class ACN:
                         regs_j = {a: (None if r is None else w * r + (1 - w) * r_i["flow"][a])
                                   for a, r in r_i["rgb"].items()}
                         props["joint"][vid] = self._score_one(
-                            [x["rgb"][i, :T], x["flow"][i, :T]],
+                            [lc_x["rgb"][i, :T], lc_x["flow"][i, :T]],
                             mean_outputs(base, vid, w), regs_j,
                             w * self.models["rgb"].attention_threshold
                             + (1 - w) * self.models["flow"].attention_threshold,

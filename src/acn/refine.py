@@ -233,15 +233,22 @@ class Refiner:
             nets (:meth:`_check_regression`); otherwise their fallbacks
             (:data:`acn.selection.CHOSEN_FALLBACKS`). Anchors are sized from the CAS
             segments of the training videos when ``acn.anchors`` is null.
+            ``acn.lc_features: embedding`` needs our base model, which an external CAS does
+            not come with: Lc then uses ``standardize`` (the features z-scored per video),
+            and ``RUN/config.yaml`` says so.
     """
 
     def __init__(self, cfg: dict):
         from acn.pipeline import ACN
 
+        self.log: dict = {}
+        if cfg["acn"]["lc_features"] == "embedding":
+            cfg["acn"]["lc_features"] = "standardize"
+            self.log["lc_features"] = ("standardize (acn.lc_features 'embedding' needs acn's "
+                                       "own base model; an external CAS has none)")
         self.acn = ACN(cfg)  # its scoring, fusion weight and seconds conversion
         self.cfg = cfg
         self.attention_threshold: float | None = None
-        self.log: dict = {}
 
     def fit(self, ds: Dataset, cas: dict[str, BaseOutputs], run: Path | None = None,
             progress: bool = True) -> dict:

@@ -241,6 +241,18 @@ class BaseModel(nn.Module):
             :class:`BaseForward` (scp ``(B, C, T)``, attention ``(B, T)``, video scores
             ``(B, C)``, video logits).
         """
+        x = self.embed(features, mask, zero_padded)
+        logits = _conv_last(self.classifier, x).transpose(1, 2)  # (B, C', T)
+        att = _conv_last(self.selector, x).squeeze(2) if self.selector is not None else None
+        if self.head == "untrimmednet":
+            return self._untrimmednet(logits, att, mask)
+        return self._topk(logits, att, mask)
+
+    def embed(self, features: torch.Tensor, mask: torch.Tensor,
+              zero_padded: bool = False) -> torch.Tensor:
+        """The snippet embedding the heads read: ``(B, T, H)`` (H = ``hidden``, or D without a
+        trunk), 0 at padded positions. In eval mode (no dropout) it is what ``acn.lc_features:
+        embedding`` computes Lc on: the features as the trained model separates them."""
         # Channels-last (B, T, D) throughout: a kernel-1 convolution is then one GEMM, with no
         # transposed copy of the wide input. Zeroing padded snippets makes them look exactly
         # like the zeros a k=3 convolution pads a video's ends with.
@@ -251,11 +263,7 @@ class BaseModel(nn.Module):
             x = self.in_drop(features if zero_padded else features * m)
         if self.trunk is not None:
             x = self.drop(F.relu(_conv_last(self.trunk, x))) * m
-        logits = _conv_last(self.classifier, x).transpose(1, 2)  # (B, C', T)
-        att = _conv_last(self.selector, x).squeeze(2) if self.selector is not None else None
-        if self.head == "untrimmednet":
-            return self._untrimmednet(logits, att, mask)
-        return self._topk(logits, att, mask)
+        return x
 
     def _untrimmednet(self, logits: torch.Tensor, att: torch.Tensor,
                       mask: torch.Tensor) -> BaseForward:

@@ -53,7 +53,7 @@ __all__ = [
     "objective_from_terms",
 ]
 
-LcFeatures = Literal["raw", "standardize"]
+LcFeatures = Literal["raw", "standardize", "embedding"]
 ScoreTerms = Literal["both", "oic", "coherence"]
 LcMethod = Literal["auto", "gram", "direct"]
 
@@ -112,8 +112,9 @@ def coherence_term(features: PrefixIntegral | torch.Tensor, outer_start: torch.T
         features: (T, D) snippet features or a ``PrefixIntegral`` over them (then
             ``lc_features`` is ignored: the caller built it; its Gram band is cached on it).
         outer_start <= start <= end <= outer_end: (N,) boundaries in snippets within [0, T].
-        lc_features: ``"raw"`` (the paper) or ``"standardize"`` (per-video z-score of each
-            feature dimension first; cosines of non-negative features are all close to 1).
+        lc_features: ``"raw"`` (the paper), ``"standardize"`` (per-video z-score of each
+            feature dimension first; cosines of non-negative features are all close to 1) or
+            ``"embedding"`` (``features`` are the base model's embedding: as ``"raw"``).
         cos_eps: the cosine's denominator is at least this.
         chunk_size: proposals per chunk of the direct method (bounds its (chunk, D) temporaries).
         gram_block: rows per GEMM block of the gram method.
@@ -194,9 +195,11 @@ def feature_integral(features: torch.Tensor, lc_features: LcFeatures = "raw",
                      std_eps: float = 1e-6) -> PrefixIntegral:
     """Prefix integral of (T, D) features for Lc, optionally z-scored per dimension.
 
+    ``"embedding"``: ``features`` are already the base model's snippet embedding (the caller
+    computed them, :meth:`acn.model.base.BaseModel.embed`): taken as they are, like ``"raw"``.
     float32 features are z-scored in float32 (one pass to write; the results are float32
     anyway), anything else in float64."""
-    if lc_features == "raw":
+    if lc_features in ("raw", "embedding"):
         return PrefixIntegral(features)
     if lc_features == "standardize":
         f = features.detach()
@@ -212,7 +215,8 @@ def feature_integral(features: torch.Tensor, lc_features: LcFeatures = "raw",
         std, mean = torch.std_mean(f, 0, unbiased=False)
         f = (f - mean) * (1 / (std + std_eps))
         return PrefixIntegral(f, center=False)
-    raise ValueError(f"lc_features must be 'raw' or 'standardize', got {lc_features!r}")
+    raise ValueError(f"lc_features must be 'raw', 'standardize' or 'embedding', got "
+                     f"{lc_features!r}")
 
 
 # -- choosing a speed path (acn.model.coherence_fast) --------------------------------------

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from acn.localize.proposals import score_video, select_classes
 from acn.localize.segments import scp_thresholds
+from acn.errors import AcnError
 from acn.model.regression import RegressionNets
 from acn.train import distributed as dist
 
@@ -70,6 +71,7 @@ def train_regression(
     checkpoint: Callable[[int, RegressionNets, torch.optim.Optimizer, list], None] | None = None,
     resume: dict | None = None,
     input_stats: tuple[np.ndarray, np.ndarray] | None = None,
+    lc_source: Callable[[str], np.ndarray] | None = None,
 ) -> tuple[RegressionNets, list[dict]]:
     """Train one stream's regression networks.
 
@@ -84,10 +86,16 @@ def train_regression(
             ``history``) to continue from.
         input_stats: ``(mean, std)``, each ``(D,)``, of this stream on the training videos:
             the nets standardise their input with them (:mod:`acn.model.normalize`).
+        lc_source: video id -> (T, H) features Lc is computed on instead of ``features``
+            (required by ``acn.lc_features: embedding``: the base model's embedding,
+            :func:`acn.train.stages.embedding_source`).
     Returns:
         (nets, history): history holds per-epoch mean loss, proposals kept and the mean
         |offset| / P of the kept proposals (how far regression moved the boundaries).
     """
+    if acn_cfg["lc_features"] == "embedding" and lc_source is None:
+        raise AcnError("train_regression: acn.lc_features is 'embedding' but no base model "
+                       "embedding was given (lc_source)")
     torch.manual_seed(seed)
     nets = RegressionNets(in_dim, list(acn_cfg["anchors"]), filters=acn_cfg["filters"],
                           zero_init=acn_cfg["zero_init"], input_norm=input_stats is not None)
@@ -121,6 +129,8 @@ def train_regression(
             if ids:
                 feats, lengths = pad_batch([features(v) for v in ids])
                 regs = nets(feats, lengths)
+                lc_feats = (feats if lc_source is None
+                            else pad_batch([lc_source(v) for v in ids])[0])
             terms = []
             for i, vid in enumerate(ids):
                 T = int(lengths[i])
@@ -135,7 +145,7 @@ def train_regression(
                 thr = scp_thresholds(scp, classes, acn_cfg["scp_threshold"],
                                      acn_cfg["scp_threshold_mode"])
                 sp = score_video(
-                    feats[i, :T], scp, fit, classes, alpha=acn_cfg["alpha"], scp_threshold=thr,
+                    lc_feats[i, :T], scp, fit, classes, alpha=acn_cfg["alpha"], scp_threshold=thr,
                     score_terms=acn_cfg["score_terms"], lc_features=acn_cfg["lc_features"],
                     training=True)
                 if sp.loss is not None:

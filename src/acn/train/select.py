@@ -33,7 +33,7 @@ from acn.train import distributed as dist
 from acn.train import outputs as bo
 from acn.train.outputs import mean_outputs
 from acn.train.regression import train_regression
-from acn.train.stages import StreamModel, input_statistics, stream_recipe
+from acn.train.stages import StreamModel, input_statistics, lc_source_for, stream_recipe
 
 #: The values :func:`choose_scoring` chooses on the carved videos' localization mAP.
 SCORING_KEYS = (("localize", "rgb_weight"), ("acn", "alpha"), ("localize", "whole_video"),
@@ -235,7 +235,8 @@ def check_regression(model, ds: Dataset, fit_ids: list[str], val_ids: list[str],
             feats, fit_ids, probe.scored_outputs(fit_outputs, s), labels, model.feature_dim,
             cfg["acn"], cfg["train"], seed=int(cfg["seed"]) + 10 + si, progress=progress,
             desc=f"{s} regression (carved split)",
-            input_stats=input_statistics(models[s]) if cfg["data"]["standardize"] else None)
+            input_stats=input_statistics(models[s]) if cfg["data"]["standardize"] else None,
+            lc_source=lc_source_for(cfg, models[s], feats))
     dets = {}
     for reg in (True, False):
         probe.cfg["acn"]["regression"] = reg

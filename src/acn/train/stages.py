@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -202,6 +203,30 @@ def second_stage_labels(model, ds: Dataset, ids: list[str],
     return targets, info
 
 
+def embedding_source(base: torch.nn.Module, features: Callable[[str], np.ndarray]
+                     ) -> Callable[[str], np.ndarray]:
+    """``video id -> (T, H)`` float32 embedding of the features ``features(video id)`` by the
+    base model ``base`` in eval mode (:meth:`acn.model.base.BaseModel.embed`), computed once
+    per video: what Lc is computed on under ``acn.lc_features: embedding``."""
+    cache: dict[str, np.ndarray] = {}
+
+    def embedding(vid: str) -> np.ndarray:
+        if vid not in cache:
+            x = torch.from_numpy(np.ascontiguousarray(features(vid), dtype=np.float32))[None]
+            with torch.inference_mode():
+                h = base.eval().embed(x, torch.ones(x.shape[:2], dtype=torch.bool))
+            cache[vid] = h[0].float().numpy()
+        return cache[vid]
+
+    return embedding
+
+
+def lc_source_for(cfg, base: torch.nn.Module, features):
+    """:func:`embedding_source` under ``acn.lc_features: embedding``, else None (Lc on the
+    features the regression nets read)."""
+    return embedding_source(base, features) if cfg["acn"]["lc_features"] == "embedding" else None
+
+
 def fit_regression(model, ds, ids, stream, si, outputs, labels, ckdir, resume, progress):
     """The regression stage of one stream: its nets trained on the training videos
     (``outputs``: the base outputs its proposals are scored on), with a state file after every
@@ -237,7 +262,8 @@ def fit_regression(model, ds, ids, stream, si, outputs, labels, ckdir, resume, p
         seed=int(cfg["seed"]) + 10 + si, progress=progress, desc=f"{stream} regression",
         checkpoint=checkpoint, resume=state,
         input_stats=(input_statistics(model.models[stream].base)
-                     if cfg["data"]["standardize"] else None))
+                     if cfg["data"]["standardize"] else None),
+        lc_source=lc_source_for(cfg, model.models[stream].base, feats))
     if dist.is_main():
         save_checkpoint(final, {"state_dict": nets.state_dict(), "kwargs": nets.kwargs(),
                                 "config": cfg, "classes": model.classes, "stream": stream,
