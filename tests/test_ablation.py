@@ -35,6 +35,10 @@ def test_ablate_writes_every_table(tiny_folder, tmp_path):
                     "Boundaries (acn.cas_subsnippet)",
                     "ACN fused, CAS segment boundaries inside snippets",
                     "ACN fused, CAS segment boundaries on whole snippets",
+                    "Lc features (acn.lc_features; nets trained with embedding)",
+                    "ACN fused, Lc on the base models' embedding",
+                    "ACN fused, Lc on the features z-scored per video",
+                    "ACN fused, Lc on the raw features",
                     "heldout"):
         assert heading in text
     assert (out / "ablation.json").is_file()

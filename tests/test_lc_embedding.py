@@ -34,7 +34,7 @@ def test_embedding_ignores_padding_and_is_zero_there():
 @pytest.fixture(scope="module")
 def embedded(tiny, tmp_path_factory):
     from acn.config import resolve
-    from tests.conftest import FAST_SET
+    from conftest import FAST_SET
 
     cfg = resolve(overrides=FAST_SET + ["acn.lc_features=embedding", "select.validation_fraction=0"])
     model = ACN(cfg)

@@ -6,7 +6,9 @@ and is evaluated on the test subset. A "Stages" table gives what each stage adds
 models' CAS thresholding and ACN on them, without and with the second stage
 (``second_stage.rounds``; base models trained again for the setting the config does not
 use), and a "Boundaries" table gives ACN fused with its CAS segments' boundaries inside
-snippets and on whole snippets (``acn.cas_subsnippet``, the same nets). Output: one Markdown
+snippets and on whole snippets (``acn.cas_subsnippet``, the same nets), and an "Lc
+features" table the same nets' proposals scored with Lc on the base models' embedding, the
+features z-scored per video and the raw features (``acn.lc_features``). Output: one Markdown
 file with every table, and a JSON of every figure.
 """
 
@@ -23,6 +25,8 @@ from acn.selection import HELDOUT, carve_ids, carved_dataset, default_tious_for
 
 ALPHAS = (0.4, 0.5, 0.6, 0.7, 0.8)
 SCORINGS = (("coherence", "-Lc"), ("oic", "-L_OIC"), ("both", "-L"))
+LC_FEATURES = (("embedding", "the base models' embedding"),
+               ("standardize", "the features z-scored per video"), ("raw", "the raw features"))
 
 
 def choose_protocol(ds: Dataset, subset: str) -> str:
@@ -131,8 +135,8 @@ def run_ablation(ds: Dataset, cfg: dict, out: Path, protocol: str | None = None,
 
     # Boundaries: the config's CAS segments with boundaries where the CAS crosses each level
     # between two snippets, or on whole snippets (acn.cas_subsnippet); the same trained nets
+    m = ACN.load(run_of["config"])
     if cfg["acn"]["proposals"] in ("cas", "both"):
-        m = ACN.load(run_of["config"])
         bound_rows = {}
         for sub in (True, False):
             m.cfg["acn"]["cas_subsnippet"] = sub
@@ -141,6 +145,19 @@ def run_ablation(ds: Dataset, cfg: dict, out: Path, protocol: str | None = None,
                 m.localize(ds, ids, ["fused"], progress=progress)["fused"])
         sections.append("## Boundaries (acn.cas_subsnippet)\n\n" + map_table(bound_rows))
         results["boundaries"] = {k: r.to_json() for k, r in bound_rows.items()}
+        m.cfg["acn"]["cas_subsnippet"] = cfg["acn"]["cas_subsnippet"]
+
+    # Lc's features at test time: the base models' embedding, the input z-scored per video or
+    # the raw input (acn.lc_features); the same trained nets, so only the scoring differs
+    lc_rows = {}
+    for lc, label in LC_FEATURES:
+        m.cfg["acn"]["lc_features"] = lc
+        lc_rows[f"ACN fused, Lc on {label}"] = ev(m.localize(ds, ids, ["fused"],
+                                                             progress=progress)["fused"])
+    sections.append(f"## Lc features (acn.lc_features; nets trained with "
+                    f"{cfg['acn']['lc_features']}), α={m.cfg['acn']['alpha']}\n\n"
+                    + map_table(lc_rows))
+    results["lc_features"] = {k: r.to_json() for k, r in lc_rows.items()}
 
     # Stages: the base models alone (CAS thresholding), ACN on them, without and with the
     # second stage (the config's rounds, or one round where it runs none)
