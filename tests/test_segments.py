@@ -158,7 +158,7 @@ def test_subsnippet_candidates_reach_the_scoring_with_fractional_bounds():
     for sub in (True, False):
         cfg = resolve(overrides=[f"acn.cas_subsnippet={str(sub).lower()}",
                                  "localize.whole_video=off", "localize.video_score_weight=0",
-                                 "acn.alpha=0.8"])
+                                 "acn.alpha=0.8", "acn.lc_features=standardize"])
         seg, sc, lab, _ = score_candidates(cfg, feats, out, {8: None}, float("-inf"))
         assert (lab == 0).all()
         frac = (seg - seg.round()).abs() > 1e-6

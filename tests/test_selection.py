@@ -138,7 +138,20 @@ def test_fit_reports_a_stream_that_did_not_learn_and_leaves_it_out(tiny, tmp_pat
     assert len(saved["selection"]["streams"]["rgb"]["tried"]) == 1  # RGB learned at once
     assert log["selection"]["scoring"]["chosen"]["rgb_weight"] >= 0.75
     assert log["selection"]["scoring"]["chosen"]["alpha"] in cfg["select"]["alphas"]
-    assert len(log["selection"]["scoring"]["scores"]) == 5 * 2 * 3  # weights x alphas x whole modes
+    scores = log["selection"]["scoring"]["scores"]
+    assert len(scores) == 2 * 5 * 2 * 3  # Lc sources x weights x alphas x whole modes
+    # Lc's features: the source whose best grid point (tolerance rule within it) scores higher
+    modes = ("off", "scored", "first")
+    best = {}
+    for lc in ("embedding", "standardize"):
+        within = {(float(k.split()[1][2:]), float(k.split()[2][6:]),
+                   modes.index(k.split()[3][12:])): v
+                  for k, v in scores.items() if k.startswith(f"lc={lc} ")}
+        key = selection.best_choice(within, (0.5, 0.9, 0), 0.005)
+        best[lc] = within[key]
+    chosen_lc = log["selection"]["scoring"]["chosen"]["lc_features"]
+    assert chosen_lc == model.cfg["acn"]["lc_features"]
+    assert best[chosen_lc] == max(best.values())
     assert model.cfg["localize"]["whole_video"] in ("off", "scored", "first")
     nms = log["selection"]["scoring"]["nms_scores"]
     assert sorted(nms) == ["0.3", "0.4", "0.5", "0.6"]

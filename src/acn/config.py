@@ -50,6 +50,7 @@ NULLABLE: dict[str, Any] = {
     "localize.whole_video": "off",
     "localize.nms_iou": 0.0,
     "base.per_stream": {},
+    "acn.lc_features": "raw",
 }
 
 

@@ -233,19 +233,21 @@ class Refiner:
             nets (:meth:`_check_regression`); otherwise their fallbacks
             (:data:`acn.selection.CHOSEN_FALLBACKS`). Anchors are sized from the CAS
             segments of the training videos when ``acn.anchors`` is null.
-            ``acn.lc_features: embedding`` needs our base model, which an external CAS does
-            not come with: Lc then uses ``standardize`` (the features z-scored per video),
-            and ``RUN/config.yaml`` says so.
+            ``acn.lc_features`` null or ``embedding`` needs our base models, which an
+            external CAS does not come with: Lc then uses ``standardize`` (the features
+            z-scored per video), and ``RUN/config.yaml`` and ``refine.json`` say so.
     """
 
     def __init__(self, cfg: dict):
         from acn.pipeline import ACN
 
         self.log: dict = {}
-        if cfg["acn"]["lc_features"] == "embedding":
+        if cfg["acn"]["lc_features"] in (None, "embedding"):
+            self.log["lc_features"] = (f"standardize (acn.lc_features "
+                                       f"{cfg['acn']['lc_features'] or 'null'}: the base "
+                                       f"models' embedding is a candidate only with acn's own "
+                                       f"base models; an external CAS has none)")
             cfg["acn"]["lc_features"] = "standardize"
-            self.log["lc_features"] = ("standardize (acn.lc_features 'embedding' needs acn's "
-                                       "own base model; an external CAS has none)")
         self.acn = ACN(cfg)  # its scoring, fusion weight and seconds conversion
         self.cfg = cfg
         self.attention_threshold: float | None = None

@@ -16,12 +16,13 @@ and, on that split only (never the test subset):
 2. **chooses whether the base models have a background class** (``base.background``): both
    variants are trained on the fit split, each scored as in 3; the better carved average
    mAP wins, a lead under ``select.tolerance`` going to no background class;
-3. **weighs the two streams and the two loss terms, and picks the candidates and the NMS**
-   (``localize.rgb_weight``, ``acn.alpha``, ``localize.whole_video``, then
-   ``localize.nms_iou``): the values whose joint -L scoring of the proposals scores the best
-   average mAP on the carved videos, a lead under ``select.tolerance`` going to the fallback
-   (:func:`best_choice`; RGB weights 0 and 1 are candidates, so a weak stream can be left
-   out entirely). Without segment annotations on the training videos the weight follows the
+3. **weighs the two streams and the two loss terms, picks Lc's features, the candidates
+   and the NMS** (``localize.rgb_weight``, ``acn.alpha``, ``localize.whole_video``,
+   ``acn.lc_features``, then ``localize.nms_iou``): the values whose joint -L scoring of the
+   proposals scores the best average mAP on the carved videos, a lead under
+   ``select.tolerance`` going to the fallback (:func:`best_choice`; RGB weights 0 and 1 are
+   candidates, so a weak stream can be left out entirely; Lc's features go to the higher
+   score, see :func:`acn.train.select.choose_scoring`). Without segment annotations on the training videos the weight follows the
    streams' carved-validation classification mAP instead (:func:`choose_rgb_weight`) and
    the rest take their fallbacks (:data:`CHOSEN_FALLBACKS`);
 4. **checks the regression nets**: nets trained on the fit split localize the carved videos
@@ -56,6 +57,7 @@ CHOSEN_FALLBACKS: dict[tuple[str, str], object] = {
     ("acn", "alpha"): ALPHA_FALLBACK,
     ("localize", "whole_video"): "off",
     ("localize", "nms_iou"): 0.4,
+    ("acn", "lc_features"): "embedding",
 }
 
 
@@ -234,6 +236,17 @@ def check_weights(weights: Sequence[float]) -> list[float]:
     if not ws or any(not 0.0 <= w <= 1.0 for w in ws):
         raise AcnError(f"select.rgb_weights must be numbers in [0, 1], got {list(weights)}")
     return ws
+
+
+def check_lc_candidates(values: Sequence[str]) -> list[str]:
+    """``select.lc_features``: distinct values of ``acn.lc_features``, in the given order."""
+    from acn.config import CHOICES
+
+    out = list(dict.fromkeys(values))
+    if not out or any(v not in CHOICES["acn.lc_features"] for v in out):
+        raise AcnError(f"select.lc_features must be values of acn.lc_features "
+                       f"{list(CHOICES['acn.lc_features'])}, got {list(values)}")
+    return out
 
 
 def default_tious(ds: Dataset) -> str:

@@ -37,7 +37,21 @@ from acn.train.stages import StreamModel, input_statistics, lc_source_for, strea
 
 #: The values :func:`choose_scoring` chooses on the carved videos' localization mAP.
 SCORING_KEYS = (("localize", "rgb_weight"), ("acn", "alpha"), ("localize", "whole_video"),
-                ("localize", "nms_iou"))
+                ("localize", "nms_iou"), ("acn", "lc_features"))
+
+
+def lc_inputs(model, ds: Dataset, vid: str, lc_features: str,
+              bases: dict[str, torch.nn.Module] | None) -> list[torch.Tensor]:
+    """The ``[rgb, flow]`` ``(T, D_s)`` tensors Lc is computed on for one video: its features,
+    or with ``lc_features == "embedding"`` each stream's embedding by ``bases[stream]``."""
+    feats = [torch.from_numpy(f) for f in ds.features(vid, model.feature_dim)]
+    if lc_features != "embedding":
+        return feats
+    if not bases:
+        raise AcnError("acn.lc_features 'embedding' needs the base models (none given)")
+    with torch.inference_mode():
+        return [bases[s].eval().embed(f[None], torch.ones(1, f.shape[0], dtype=torch.bool))[0]
+                for s, f in zip(STREAMS, feats)]
 
 
 def fill_unchosen(model) -> None:
@@ -95,7 +109,7 @@ def select(model, ds: Dataset, ids: list[str], base_cfg: dict,
         del log["background"]["choices"]
     elif scoring_pending:
         if segments:
-            log["scoring"] = choose_scoring(model, ds, val_ids, v["val_outputs"])
+            log["scoring"] = choose_scoring(model, ds, val_ids, v["val_outputs"], v["models"])
         else:  # weak labels only: the weights follow classification, alpha its fallback
             w, _, how = selection.choose_rgb_weight(
                 ds, val_ids, v["val_outputs"]["rgb"], v["val_outputs"]["flow"],
@@ -168,10 +182,12 @@ def _choose_background(model, ds: Dataset, val_ids: list[str], variants: dict) -
         name = str(b).lower()
         try:
             if any(val is None for val in saved.values()):
-                scoring[name] = choose_scoring(model, ds, val_ids, v["val_outputs"])
+                scoring[name] = choose_scoring(model, ds, val_ids, v["val_outputs"],
+                                               v["models"])
                 scores[(float(b),)] = scoring[name]["score"]
             else:  # nothing else to choose: score the variant as configured
-                scores[(float(b),)] = _joint_score(model, ds, val_ids, v["val_outputs"])
+                scores[(float(b),)] = _joint_score(model, ds, val_ids, v["val_outputs"],
+                                                   v["models"])
                 scoring[name] = {"score": scores[(float(b),)]}
             choices[name] = {k: copy.deepcopy(cfg[k[0]][k[1]]) for k in SCORING_KEYS}
         finally:
@@ -187,10 +203,11 @@ def _choose_background(model, ds: Dataset, val_ids: list[str], variants: dict) -
 
 
 def _joint_score(model, ds: Dataset, val_ids: list[str],
-                 val_outputs: dict[str, dict[str, bo.BaseOutputs]]) -> float:
+                 val_outputs: dict[str, dict[str, bo.BaseOutputs]],
+                 bases: dict[str, torch.nn.Module] | None) -> float:
     """Carved average mAP of the joint -L scoring with the configured values."""
     loc = model.cfg["localize"]
-    return _nms_scores(model, ds, val_ids, val_outputs, [loc["nms_iou"]])[
+    return _nms_scores(model, ds, val_ids, val_outputs, [loc["nms_iou"]], bases)[
         (float(loc["nms_iou"]),)]
 
 
@@ -253,11 +270,20 @@ def check_regression(model, ds: Dataset, fit_ids: list[str], val_ids: list[str],
 
 
 def choose_scoring(model, ds: Dataset, val_ids: list[str],
-                   val_outputs: dict[str, dict[str, bo.BaseOutputs]]) -> dict:
-    """``localize.rgb_weight``, ``acn.alpha`` and ``localize.whole_video`` (those left null)
-    by the average mAP of ACN's own scoring (-L of the joint fusion, before regression) of
-    the carved videos, over the grid ``select.rgb_weights`` x ``select.alphas`` x (without,
-    with the whole-video proposals)."""
+                   val_outputs: dict[str, dict[str, bo.BaseOutputs]],
+                   bases: dict[str, torch.nn.Module] | None = None) -> dict:
+    """``localize.rgb_weight``, ``acn.alpha``, ``localize.whole_video`` and
+    ``acn.lc_features`` (those left null) by the average mAP of ACN's own scoring (-L of the
+    joint fusion, before regression) of the carved videos, over the grid
+    ``select.rgb_weights`` x ``select.alphas`` x (without, with the whole-video proposals),
+    for each of ``select.lc_features`` in turn; then ``localize.nms_iou``.
+
+    Within one Lc source a lead under ``select.tolerance`` goes to the fallback values; the
+    Lc source is the one whose best grid point scores higher (a tie goes to the fallback),
+    with no margin: on the family each source leads on some members (the base models'
+    embedding on THUMOS14-like data, the standardised features on ActivityNet-like data),
+    so neither is the safe default that a margin protects. ``bases``: the base models
+    whose embedding ``"embedding"`` reads (without them it is not a candidate)."""
     cfg, sel, loc = model.cfg, model.cfg["select"], model.cfg["localize"]
     ws = ([loc["rgb_weight"]] if loc["rgb_weight"] is not None
           else selection.check_weights(sel["rgb_weights"]))
@@ -266,53 +292,69 @@ def choose_scoring(model, ds: Dataset, val_ids: list[str],
     # the distance to the fallback ("off")
     wholes = ([WHOLE_VIDEO_MODES.index(whole_video_mode(loc["whole_video"]))]
               if loc["whole_video"] is not None else list(range(len(WHOLE_VIDEO_MODES))))
+    lc_fallback = CHOSEN_FALLBACKS[("acn", "lc_features")]
+    lcs = ([cfg["acn"]["lc_features"]] if cfg["acn"]["lc_features"] is not None
+           else [lc for lc in selection.check_lc_candidates(sel["lc_features"])
+                 if lc != "embedding" or bases])
+    if not lcs:
+        raise AcnError("select.lc_features: no candidate is usable here ('embedding' needs "
+                       "acn's own base models)")
     grid = [(w, a, h) for w in ws for a in alphas for h in wholes]
-    dets: dict[tuple, dict] = {k: {} for k in grid}
-    saved = cfg["acn"]["alpha"], loc["whole_video"], loc["nms_iou"]
+    dets: dict[tuple, dict] = {(lc, *k): {} for lc in lcs for k in grid}
+    saved = (cfg["acn"]["alpha"], loc["whole_video"], loc["nms_iou"],
+             cfg["acn"]["lc_features"])
     if loc["nms_iou"] is None:  # chosen next, with the values chosen here
         loc["nms_iou"] = CHOSEN_FALLBACKS[("localize", "nms_iou")]
     try:
-        for v in val_ids:  # one video's Lc tables at a time, shared by the whole grid
-            feats = [torch.from_numpy(f) for f in ds.features(v, model.feature_dim)]
+        for v in val_ids:
             one = {s: {v: val_outputs[s][v]} for s in STREAMS}
-            cache: dict[str, PrefixIntegral] = {}
-            for w, a, h in grid:
-                cfg["acn"]["alpha"], loc["whole_video"] = a, WHOLE_VIDEO_MODES[h]
-                p = model._score_one(feats, mean_outputs(one, v, w), {1: None}, float("-inf"),
-                                    lc_cache=cache, lc_keys=list(STREAMS),
-                                    group_weights=[w, 1 - w])
-                dets[(w, a, h)][v] = model.to_seconds(ds, v, p)
+            for lc in lcs:  # one video's Lc tables at a time, shared by the whole grid
+                feats = lc_inputs(model, ds, v, lc, bases)
+                cfg["acn"]["lc_features"] = lc
+                cache: dict[str, PrefixIntegral] = {}
+                for w, a, h in grid:
+                    cfg["acn"]["alpha"], loc["whole_video"] = a, WHOLE_VIDEO_MODES[h]
+                    p = model._score_one(feats, mean_outputs(one, v, w), {1: None},
+                                        float("-inf"), lc_cache=cache, lc_keys=list(STREAMS),
+                                        group_weights=[w, 1 - w])
+                    dets[(lc, w, a, h)][v] = model.to_seconds(ds, v, p)
     finally:
-        cfg["acn"]["alpha"], loc["whole_video"], loc["nms_iou"] = saved
+        cfg["acn"]["alpha"], loc["whole_video"], loc["nms_iou"], cfg["acn"]["lc_features"] = saved
     scores = {k: selection.carved_average_map(ds, val_ids, d) for k, d in dets.items()}
-    w, a, h = selection.best_choice(
-        scores, (0.5, ALPHA_FALLBACK, WHOLE_VIDEO_MODES.index(
-            CHOSEN_FALLBACKS[("localize", "whole_video")])), sel["tolerance"])
+    prefer = (0.5, ALPHA_FALLBACK, WHOLE_VIDEO_MODES.index(
+        CHOSEN_FALLBACKS[("localize", "whole_video")]))
+    best = {lc: selection.best_choice({k[1:]: v for k, v in scores.items() if k[0] == lc},
+                                      prefer, sel["tolerance"]) for lc in lcs}
+    lc = max(lcs, key=lambda c: (scores[(c, *best[c])], c == lc_fallback))
+    w, a, h = best[lc]
     if loc["rgb_weight"] is None:
         loc["rgb_weight"] = w
     if cfg["acn"]["alpha"] is None:
         cfg["acn"]["alpha"] = a
     if loc["whole_video"] is None:
         loc["whole_video"] = WHOLE_VIDEO_MODES[h]
+    if cfg["acn"]["lc_features"] is None:
+        cfg["acn"]["lc_features"] = lc
     nms_scores = {}
     if loc["nms_iou"] is None:  # then the NMS IoU, with the values just chosen
         fallback = CHOSEN_FALLBACKS[("localize", "nms_iou")]
-        nms_scores = _nms_scores(model, ds, val_ids, val_outputs, sel["nms_ious"])
+        nms_scores = _nms_scores(model, ds, val_ids, val_outputs, sel["nms_ious"], bases)
         loc["nms_iou"] = selection.best_choice(nms_scores, (fallback,), sel["tolerance"])[0]
-    score = nms_scores[(loc["nms_iou"],)] if nms_scores else scores[(w, a, h)]
+    score = nms_scores[(loc["nms_iou"],)] if nms_scores else scores[(lc, w, a, h)]
     return {"criterion": f"average mAP over tIoU {selection.default_tious(ds)} of ACN's "
                          "joint -L scoring of CAS proposals (no regression)",
             "chosen": {"rgb_weight": w, "alpha": a, "whole_video": WHOLE_VIDEO_MODES[h],
-                       "nms_iou": loc["nms_iou"]},
+                       "lc_features": lc, "nms_iou": loc["nms_iou"]},
             "score": score,
-            "scores": {f"w={k[0]:g} alpha={k[1]:g} whole_video={WHOLE_VIDEO_MODES[k[2]]}": v
-                       for k, v in scores.items()},
+            "scores": {f"lc={k[0]} w={k[1]:g} alpha={k[2]:g} "
+                       f"whole_video={WHOLE_VIDEO_MODES[k[3]]}": v for k, v in scores.items()},
             "nms_scores": {f"{k[0]:g}": v for k, v in nms_scores.items()}}
 
 
 def _nms_scores(model, ds: Dataset, val_ids: list[str],
                 val_outputs: dict[str, dict[str, bo.BaseOutputs]],
-                ious: list[float]) -> dict[tuple[float], float]:
+                ious: list[float], bases: dict[str, torch.nn.Module] | None
+                ) -> dict[tuple[float], float]:
     """Carved average mAP of the joint -L scoring (chosen weight, alpha, whole-video
     proposals; no regression) under each NMS IoU of ``ious``: long actions that fill a video
     want a looser NMS than short ones (family: 0.6 best on ActivityNet-like data, 0.3-0.4 on
@@ -323,7 +365,7 @@ def _nms_scores(model, ds: Dataset, val_ids: list[str],
     saved = loc["nms_iou"]
     try:
         for v in val_ids:
-            feats = [torch.from_numpy(f) for f in ds.features(v, model.feature_dim)]
+            feats = lc_inputs(model, ds, v, model.cfg["acn"]["lc_features"], bases)
             one = {s: {v: val_outputs[s][v]} for s in STREAMS}
             cache: dict[str, PrefixIntegral] = {}
             for (t,) in dets:
