@@ -120,6 +120,7 @@ def run_one(args, k: int, seed: int) -> dict:
            "regression": model.cfg["acn"]["regression"],
            "whole_video": model.cfg["localize"]["whole_video"],
            "nms_iou": model.cfg["localize"]["nms_iou"],
+           "lc_features": model.cfg["acn"]["lc_features"],
            "anchors": model.cfg["acn"]["anchors"],
            "config_overrides": args.set, "config": args.config}
     write_json(target, out)
@@ -152,7 +153,7 @@ def table(out: Path, preset: str, tags: list[str] | None) -> str:
         keys = sorted({_label(r) for r in mine})
         lines += [f"### {tag} ({preset}; mAP@0.5 / average mAP, mean over seeds)", "",
                   "| member | seeds | " + " | ".join(names) + " | fused - best baseline |"
-                  " chosen: w_rgb, α, background, regression, whole video, NMS |"
+                  " chosen: w_rgb, α, background, regression, whole video, NMS, Lc |"
                   " base learned (rgb/flow) |",
                   "|---" * (len(names) + 5) + "|"]
         agg: dict[str, list] = {n: [] for n in names}
@@ -171,7 +172,8 @@ def table(out: Path, preset: str, tags: list[str] | None) -> str:
             chosen = "; ".join(f"{r['rgb_weight']:g}, {r.get('alpha')}, "
                                f"{_bg(r)}"
                                f"{r.get('regression', '')}, {r.get('whole_video', '')}, "
-                               f"{r.get('nms_iou', '')}" for r in rs)
+                               f"{r.get('nms_iou', '')}, {r.get('lc_features', '')}"
+                               for r in rs)
             lines.append(f"| {key[2]} | {len(rs)} | " + " | ".join(
                 f"{mean[n][0]:.1f} / {mean[n][1]:.1f}" for n in names)
                 + f" | {m05:+.1f} / {mavg:+.1f} | {chosen} | {learned} |")
