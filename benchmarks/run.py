@@ -187,8 +187,10 @@ class Setup:
             overrides = ["base.epochs=5"]
         # speed figures on the paper's fixed anchors and fusion weights: no carved-split
         # selection (a 1-epoch base model would send it through every fallback recipe)
+        # Lc on the base models' embedding: the fallback, and the costlier source (one more
+        # pass of each base model's first layer)
         overrides += ["select.validation_fraction=0", "acn.anchors=[1, 2, 4, 8, 16, 32]",
-                      "acn.alpha=0.8", "localize.rgb_weight=0.5"]
+                      "acn.alpha=0.8", "localize.rgb_weight=0.5", "acn.lc_features=embedding"]
         self.cfg = resolve(overrides=overrides)
         t0 = time.perf_counter()
         self.synth = synthesize("thumos14", videos=self.videos, dim=self.dim, seed=0)
