@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from acn.cli import main
 from acn.evaluate import evaluate, load_results
@@ -156,6 +157,11 @@ def test_cli_train_localize_evaluate(tiny_folder, tmp_path, capsys):
     run, pred = tmp_path / "run", tmp_path / "pred.json"
     sets = sum((["--set", s] for s in FAST_SET), [])
     assert main(["train", "--data", str(tiny_folder), "--out", str(run), "--seed", "1", *sets]) == 0
+    # the summary names the Lc features chosen on the carved split, as config.yaml has them
+    lc = yaml.safe_load((run / "config.yaml").read_text())["acn"]["lc_features"]
+    words = {"embedding": "Lc on the base models' embedding",
+             "standardize": "Lc on standardised features"}
+    assert words[lc] in capsys.readouterr().out
     assert main(["localize", "--run", str(run), "--data", str(tiny_folder), "--out", str(pred),
                  "--stream", "flow"]) == 0
     dets = load_results(pred)

@@ -16,6 +16,10 @@ from acn.cli.common import (
 from acn.errors import AcnError
 from acn.localize.video import whole_video_mode
 
+#: acn.lc_features in the summary line
+LC_WORDS = {"embedding": "the base models' embedding", "standardize": "standardised features",
+            "raw": "raw features"}
+
 RUN_INFO = "run.json"
 
 
@@ -110,9 +114,11 @@ def _train(args: argparse.Namespace, lock) -> int:
             line += (f"; regression loss {h['loss']:.4f}, mean |offset|/P "
                      f"{h['mean_abs_offset_over_P']:.3f}")
         print(line)
+    lc = model.cfg["acn"]["lc_features"]
     chosen = [f"fusion RGB weight {model.rgb_weight():g}, alpha {model.cfg['acn']['alpha']:g}, "
               f"whole-video proposals {whole_video_mode(model.cfg['localize']['whole_video'])}, "
-              f"NMS IoU {model.cfg['localize']['nms_iou']:g}"
+              f"NMS IoU {model.cfg['localize']['nms_iou']:g}, "
+              f"Lc on {LC_WORDS.get(lc, lc)}"
               + (f" ({sel['scoring']['criterion']} on {sel['validation_videos']} carved "
                  "training videos)" if sel.get("scoring") else "")]
     bg = sel.get("background")
