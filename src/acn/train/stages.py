@@ -221,7 +221,8 @@ def embedding_source(base: torch.nn.Module, features: Callable[[str], np.ndarray
     return embedding
 
 
-def lc_source_for(cfg, base: torch.nn.Module, features):
+def lc_source_for(cfg: dict, base: torch.nn.Module, features: Callable[[str], np.ndarray]
+                  ) -> Callable[[str], np.ndarray] | None:
     """:func:`embedding_source` under ``acn.lc_features: embedding``, else None (Lc on the
     features the regression nets read)."""
     return embedding_source(base, features) if cfg["acn"]["lc_features"] == "embedding" else None
