@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -172,3 +173,36 @@ def test_subsnippet_candidates_reach_the_scoring_with_fractional_bounds():
         best[sub] = np.max((np.minimum(e, b) - np.maximum(s, a))
                            / (np.maximum(e, b) - np.minimum(s, a)))  # tIoU with the action
     assert best[True] > 0.97 and best[True] > best[False]
+
+
+@pytest.mark.parametrize("whole", ["off", "scored", "first"])
+def test_alpha_blend_equals_scoring_at_each_alpha(whole):
+    """choose_scoring's grid scores each candidate set at alpha 1 and 0 and blends: the
+    blend must be -L at every alpha (same candidates, same order, same scores)."""
+    from types import SimpleNamespace
+
+    from acn.config import resolve
+    from acn.localize.video import blend_alpha, score_candidates
+
+    rng = np.random.default_rng(3)
+    T = 50
+    scp = np.concatenate([coverage_cas(T, 10.2, 17.7), coverage_cas(T, 30.5, 41.0)])
+    scp = (0.05 + 0.9 * scp + 0.05 * rng.random((2, T))).astype(np.float32)
+    feats = [torch.from_numpy(rng.normal(size=(T, d)).astype(np.float32)) for d in (6, 4)]
+    out = SimpleNamespace(scp=scp, attention=np.ones(T, np.float32),
+                          video_scores=np.array([0.8, 0.6], np.float32))
+    base = ["acn.proposals=cas", f"localize.whole_video={whole}",
+            "localize.video_score_weight=0.3", "acn.lc_features=standardize"]
+
+    def scored(alpha):
+        cfg = resolve(overrides=[*base, f"acn.alpha={alpha}"])
+        return score_candidates(cfg, feats, out, {8: None}, float("-inf"),
+                                group_weights=[0.25, 0.75])
+
+    ends = scored(1.0), scored(0.0)
+    for alpha in (0.5, 0.6, 0.75, 0.9):
+        want = scored(alpha)
+        got = blend_alpha(*ends, alpha)
+        assert len(want[1]) > 2
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w)

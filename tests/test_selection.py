@@ -137,7 +137,6 @@ def test_fit_reports_a_stream_that_did_not_learn_and_leaves_it_out(tiny, tmp_pat
     assert [t["recipe"] for t in tried] == [{}, {"weight_decay": 0.0005}]  # both recipes tried
     assert len(saved["selection"]["streams"]["rgb"]["tried"]) == 1  # RGB learned at once
     assert log["selection"]["scoring"]["chosen"]["rgb_weight"] >= 0.75
-    assert log["selection"]["scoring"]["chosen"]["alpha"] in cfg["select"]["alphas"]
     scores = log["selection"]["scoring"]["scores"]
     assert len(scores) == 2 * 5 * 2 * 3  # Lc sources x weights x alphas x whole modes
     # Lc's features: the source whose best grid point (tolerance rule within it) scores higher
@@ -152,6 +151,19 @@ def test_fit_reports_a_stream_that_did_not_learn_and_leaves_it_out(tiny, tmp_pat
     chosen_lc = log["selection"]["scoring"]["chosen"]["lc_features"]
     assert chosen_lc == model.cfg["acn"]["lc_features"]
     assert best[chosen_lc] == max(best.values())
+    # then alpha alone at the chosen weight and whole-video mode, the first choice kept
+    # unless another leads by the tolerance
+    within = {(float(k.split()[1][2:]), float(k.split()[2][6:]),
+               modes.index(k.split()[3][12:])): v
+              for k, v in scores.items() if k.startswith(f"lc={chosen_lc} ")}
+    w1, a1, h1 = selection.best_choice(within, (0.5, 0.9, 0), 0.005)
+    chosen = log["selection"]["scoring"]["chosen"]
+    assert (chosen["rgb_weight"], modes.index(chosen["whole_video"])) == (w1, h1)
+    fine = {(float(k),): v for k, v in log["selection"]["scoring"]["alpha_scores"].items()}
+    assert sorted(fine) == [(a,) for a in cfg["select"]["alpha_refinement"]]
+    assert fine[(a1,)] == pytest.approx(within[(w1, a1, h1)])  # blended = scored at a1
+    assert chosen["alpha"] == model.cfg["acn"]["alpha"] == selection.best_choice(
+        fine, (a1,), 0.005)[0]
     assert model.cfg["localize"]["whole_video"] in ("off", "scored", "first")
     nms = log["selection"]["scoring"]["nms_scores"]
     assert sorted(nms) == ["0.3", "0.4", "0.5", "0.6"]

@@ -174,6 +174,19 @@ def score_candidates(cfg: Mapping, feats: torch.Tensor | list[torch.Tensor], out
     return seg, sc, lab, whole
 
 
+def blend_alpha(at_one: Scored | None, at_zero: Scored | None, alpha: float) -> Scored | None:
+    """The :func:`score_candidates` output at ``acn.alpha = alpha`` from its outputs at
+    alpha 1 and 0 on the same candidates: -L = alpha (-L_OIC) + (1 - alpha)(1 - Lc), and
+    every other term (the video-score term, the whole-video offset) is the same at both ends,
+    so a grid of alphas costs two scorings. Only for CAS and whole-video candidates
+    (``acn.proposals: cas``): anchor proposals keep one per position by score, which is not
+    affine in alpha."""
+    if at_one is None or at_zero is None:
+        return None
+    seg, sc1, lab, whole = at_one
+    return seg, alpha * sc1 + (1.0 - alpha) * at_zero[1], lab, whole
+
+
 def suppress(scored: Scored | None, cfg: Mapping) -> StreamProposals:
     """The proposals NMS keeps (``localize.nms``: greedy, or soft NMS with its decayed
     scores) of :func:`score_candidates`' output; none where it found no candidate.

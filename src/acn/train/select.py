@@ -25,7 +25,8 @@ from acn.batching import STREAM_INDEX, STREAMS
 from acn.data.features import Dataset
 from acn.errors import AcnError
 from acn.localize.segments import cas_candidates
-from acn.localize.video import WHOLE_VIDEO_MODES, whole_video_mode
+from acn.localize.video import (WHOLE_VIDEO_MODES, blend_alpha, score_candidates,
+                                suppress, whole_video_mode)
 from acn.model.coherence import PrefixIntegral
 from acn.selection import ALPHA_FALLBACK, CHOSEN_FALLBACKS
 from acn.train import base as bt
@@ -276,7 +277,9 @@ def choose_scoring(model, ds: Dataset, val_ids: list[str],
     ``acn.lc_features`` (those left null) by the average mAP of ACN's own scoring (-L of the
     joint fusion, before regression) of the carved videos, over the grid
     ``select.rgb_weights`` x ``select.alphas`` x (without, with the whole-video proposals),
-    for each of ``select.lc_features`` in turn; then ``localize.nms_iou``.
+    for each of ``select.lc_features`` in turn; then ``acn.alpha`` alone among
+    ``select.alpha_refinement`` at the values chosen (the first choice kept unless another
+    leads by ``select.tolerance``); then ``localize.nms_iou``.
 
     Within one Lc source a lead under ``select.tolerance`` goes to the fallback values; the
     Lc source is the one whose best grid point scores higher (a tie goes to the fallback),
@@ -299,34 +302,25 @@ def choose_scoring(model, ds: Dataset, val_ids: list[str],
     if not lcs:
         raise AcnError("select.lc_features: no candidate is usable here ('embedding' needs "
                        "acn's own base models)")
-    grid = [(w, a, h) for w in ws for a in alphas for h in wholes]
-    dets: dict[tuple, dict] = {(lc, *k): {} for lc in lcs for k in grid}
-    saved = (cfg["acn"]["alpha"], loc["whole_video"], loc["nms_iou"],
-             cfg["acn"]["lc_features"])
-    if loc["nms_iou"] is None:  # chosen next, with the values chosen here
-        loc["nms_iou"] = CHOSEN_FALLBACKS[("localize", "nms_iou")]
-    try:
-        for v in val_ids:
-            one = {s: {v: val_outputs[s][v]} for s in STREAMS}
-            for lc in lcs:  # one video's Lc tables at a time, shared by the whole grid
-                feats = lc_inputs(model, ds, v, lc, bases)
-                cfg["acn"]["lc_features"] = lc
-                cache: dict[str, PrefixIntegral] = {}
-                for w, a, h in grid:
-                    cfg["acn"]["alpha"], loc["whole_video"] = a, WHOLE_VIDEO_MODES[h]
-                    p = model._score_one(feats, mean_outputs(one, v, w), {1: None},
-                                        float("-inf"), lc_cache=cache, lc_keys=list(STREAMS),
-                                        group_weights=[w, 1 - w])
-                    dets[(lc, w, a, h)][v] = model.to_seconds(ds, v, p)
-    finally:
-        cfg["acn"]["alpha"], loc["whole_video"], loc["nms_iou"], cfg["acn"]["lc_features"] = saved
-    scores = {k: selection.carved_average_map(ds, val_ids, d) for k, d in dets.items()}
+    scores = _grid_scores(model, ds, val_ids, val_outputs, bases, lcs, ws, alphas, wholes)
     prefer = (0.5, ALPHA_FALLBACK, WHOLE_VIDEO_MODES.index(
         CHOSEN_FALLBACKS[("localize", "whole_video")]))
     best = {lc: selection.best_choice({k[1:]: v for k, v in scores.items() if k[0] == lc},
                                       prefer, sel["tolerance"]) for lc in lcs}
     lc = max(lcs, key=lambda c: (scores[(c, *best[c])], c == lc_fallback))
     w, a, h = best[lc]
+    alpha_scores = {}
+    refine = [float(x) for x in sel.get("alpha_refinement") or []]
+    if any(not 0.0 <= x <= 1.0 for x in refine):
+        raise AcnError(f"select.alpha_refinement: alphas lie in [0, 1], got {refine}")
+    if cfg["acn"]["alpha"] is None and set(refine) - set(alphas):
+        # then alpha alone, at the weight, whole-video mode and Lc features just chosen: with
+        # the whole grid over the finer alphas, 40 carved videos' noise picked another weight
+        # (family member 6: -1.7 mAP@0.5 on its test videos)
+        alpha_scores = {k[2:3]: v for k, v in _grid_scores(
+            model, ds, val_ids, val_outputs, bases, [lc], [w], sorted(set(refine) | {a}),
+            [h]).items()}
+        a = selection.best_choice(alpha_scores, (a,), sel["tolerance"])[0]
     if loc["rgb_weight"] is None:
         loc["rgb_weight"] = w
     if cfg["acn"]["alpha"] is None:
@@ -340,7 +334,8 @@ def choose_scoring(model, ds: Dataset, val_ids: list[str],
         fallback = CHOSEN_FALLBACKS[("localize", "nms_iou")]
         nms_scores = _nms_scores(model, ds, val_ids, val_outputs, sel["nms_ious"], bases)
         loc["nms_iou"] = selection.best_choice(nms_scores, (fallback,), sel["tolerance"])[0]
-    score = nms_scores[(loc["nms_iou"],)] if nms_scores else scores[(lc, w, a, h)]
+    score = (nms_scores[(loc["nms_iou"],)] if nms_scores
+             else alpha_scores[(a,)] if alpha_scores else scores[(lc, w, a, h)])
     return {"criterion": f"average mAP over tIoU {selection.default_tious(ds)} of ACN's "
                          "joint -L scoring of CAS proposals (no regression)",
             "chosen": {"rgb_weight": w, "alpha": a, "whole_video": WHOLE_VIDEO_MODES[h],
@@ -348,7 +343,49 @@ def choose_scoring(model, ds: Dataset, val_ids: list[str],
             "score": score,
             "scores": {f"lc={k[0]} w={k[1]:g} alpha={k[2]:g} "
                        f"whole_video={WHOLE_VIDEO_MODES[k[3]]}": v for k, v in scores.items()},
+            "alpha_scores": {f"{k[0]:g}": v for k, v in alpha_scores.items()},
             "nms_scores": {f"{k[0]:g}": v for k, v in nms_scores.items()}}
+
+
+def _grid_scores(model, ds: Dataset, val_ids: list[str],
+                 val_outputs: dict[str, dict[str, bo.BaseOutputs]],
+                 bases: dict[str, torch.nn.Module] | None, lcs: list[str], ws: list[float],
+                 alphas: list[float], wholes: list[int]) -> dict[tuple, float]:
+    """Carved average mAP of ACN's joint -L scoring (no regression) at each point
+    ``(lc, w, alpha, whole)`` of the grid (``whole``: an index in WHOLE_VIDEO_MODES)."""
+    cfg, loc = model.cfg, model.cfg["localize"]
+    grid = [(w, a, h) for w in ws for a in alphas for h in wholes]
+    dets: dict[tuple, dict] = {(lc, *k): {} for lc in lcs for k in grid}
+    # -L is affine in alpha on CAS candidates: score each (weight, whole-video mode) at alpha
+    # 1 and 0 and blend, instead of once per alpha
+    blend = cfg["acn"]["proposals"] == "cas" and len(alphas) > 1
+    saved = (cfg["acn"]["alpha"], loc["whole_video"], loc["nms_iou"],
+             cfg["acn"]["lc_features"])
+    if loc["nms_iou"] is None:  # chosen after the grid, with the values chosen on it
+        loc["nms_iou"] = CHOSEN_FALLBACKS[("localize", "nms_iou")]
+    try:
+        for v in val_ids:
+            one = {s: {v: val_outputs[s][v]} for s in STREAMS}
+            for lc in lcs:  # one video's Lc tables at a time, shared by the whole grid
+                feats = lc_inputs(model, ds, v, lc, bases)
+                cfg["acn"]["lc_features"] = lc
+                cache: dict[str, PrefixIntegral] = {}
+                for w, h in dict.fromkeys((w, h) for w, _, h in grid):
+                    loc["whole_video"] = WHOLE_VIDEO_MODES[h]
+                    args = (feats, mean_outputs(one, v, w), {1: None}, float("-inf"))
+                    kw = dict(lc_cache=cache, lc_keys=list(STREAMS), group_weights=[w, 1 - w])
+                    ends = {}
+                    for end in ((1.0, 0.0) if blend else ()):
+                        cfg["acn"]["alpha"] = end
+                        ends[end] = score_candidates(cfg, *args, **kw)
+                    for a in alphas:
+                        cfg["acn"]["alpha"] = a
+                        p = (suppress(blend_alpha(ends[1.0], ends[0.0], a), cfg) if blend
+                             else model._score_one(*args, **kw))
+                        dets[(lc, w, a, h)][v] = model.to_seconds(ds, v, p)
+    finally:
+        cfg["acn"]["alpha"], loc["whole_video"], loc["nms_iou"], cfg["acn"]["lc_features"] = saved
+    return {k: selection.carved_average_map(ds, val_ids, d) for k, d in dets.items()}
 
 
 def _nms_scores(model, ds: Dataset, val_ids: list[str],
