@@ -22,7 +22,8 @@ and, on that split only (never the test subset):
    proposals scores the best average mAP on the carved videos, a lead under
    ``select.tolerance`` going to the fallback (:func:`best_choice`; RGB weights 0 and 1 are
    candidates, so a weak stream can be left out entirely; Lc's features go to the higher
-   score, see :func:`acn.train.select.choose_scoring`). Without segment annotations on the
+   score, see :func:`acn.train.select.choose_scoring`; then α alone among the finer
+   ``select.alpha_refinement``, at the values chosen). Without segment annotations on the
    training videos the weight follows the streams' carved-validation classification mAP
    instead (:func:`choose_rgb_weight`) and the rest take their fallbacks
    (:data:`CHOSEN_FALLBACKS`);
