@@ -317,3 +317,15 @@ def test_background_class_fixed_or_without_segments_trains_one_variant(tiny, tmp
     assert model.cfg["base"]["background"] is want
     assert all(model.models[s].base.background is want for s in ("rgb", "flow"))
     assert all(len(log["selection"]["streams"][s]["tried"]) >= 1 for s in ("rgb", "flow"))
+
+
+def test_alpha_refinement_out_of_range_is_refused_before_any_scoring():
+    from types import SimpleNamespace
+
+    from acn.config import resolve
+    from acn.errors import AcnError
+    from acn.train.select import choose_scoring
+
+    model = SimpleNamespace(cfg=resolve(overrides=["select.alpha_refinement=[0.6, 1.5]"]))
+    with pytest.raises(AcnError, match=r"select.alpha_refinement: alphas lie in \[0, 1\]"):
+        choose_scoring(model, None, [], {})  # no data: it must stop at the config

@@ -288,6 +288,9 @@ def choose_scoring(model, ds: Dataset, val_ids: list[str],
     so neither is the safe default that a margin protects. ``bases``: the base models
     whose embedding ``"embedding"`` reads (without them it is not a candidate)."""
     cfg, sel, loc = model.cfg, model.cfg["select"], model.cfg["localize"]
+    refine = [float(x) for x in sel.get("alpha_refinement") or []]
+    if any(not 0.0 <= x <= 1.0 for x in refine):  # before any scoring
+        raise AcnError(f"select.alpha_refinement: alphas lie in [0, 1], got {refine}")
     ws = ([loc["rgb_weight"]] if loc["rgb_weight"] is not None
           else selection.check_weights(sel["rgb_weights"]))
     alphas = [cfg["acn"]["alpha"]] if cfg["acn"]["alpha"] is not None else sel["alphas"]
@@ -310,9 +313,6 @@ def choose_scoring(model, ds: Dataset, val_ids: list[str],
     lc = max(lcs, key=lambda c: (scores[(c, *best[c])], c == lc_fallback))
     w, a, h = best[lc]
     alpha_scores = {}
-    refine = [float(x) for x in sel.get("alpha_refinement") or []]
-    if any(not 0.0 <= x <= 1.0 for x in refine):
-        raise AcnError(f"select.alpha_refinement: alphas lie in [0, 1], got {refine}")
     if cfg["acn"]["alpha"] is None and set(refine) - set(alphas):
         # then alpha alone, at the weight, whole-video mode and Lc features just chosen: with
         # the whole grid over the finer alphas, 40 carved videos' noise picked another weight
