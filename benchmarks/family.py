@@ -41,27 +41,32 @@ from acn.fileio import write_json
 from acn.pipeline import ACN, mean_outputs
 from acn.selection import default_tious_for
 
-ROWS = ("ACN fused", "ACN flow", "ACN rgb", "CAS both", "CAS both sub", "CAS flow", "CAS rgb",
-        "whole video")
-BASELINES = ("CAS both", "CAS both sub", "CAS flow", "CAS rgb", "whole video")
+ROWS = ("ACN fused", "ACN flow", "ACN rgb", "CAS both", "CAS both sub", "CAS both sub +att",
+        "CAS flow", "CAS rgb", "whole video")
+BASELINES = ("CAS both", "CAS both sub", "CAS both sub +att", "CAS flow", "CAS rgb",
+             "whole video")
 
 #: "CAS both sub": CAS thresholding on the very candidates ACN scores (its levels, boundaries
 #: inside snippets, ``acn.cas_subsnippet``) of the equal-mean CAS, ranked by the outer-inner
-#: contrast alone (alpha 1, no video-score term, no SCP filter, no regression, NMS 0.4, as
-#: "CAS both"): the in-harness baseline with ACN's boundaries, so that what ACN's -L scoring
-#: adds is measured apart from what the sub-snippet boundaries add.
+#: contrast alone (alpha 1, no video-score or attention term, no SCP filter, no regression,
+#: NMS 0.4, as "CAS both"): the in-harness baseline with ACN's boundaries, so that what ACN's
+#: -L scoring adds is measured apart from what the sub-snippet boundaries add. "CAS both sub
+#: +att" is that row with the attention term (and its candidates) at the weight ACN chose:
+#: what the contrast gains from the attention alone, without the rest of ACN's scoring.
 CONTRAST_ONLY = {("acn", "alpha"): 1.0, ("acn", "regression"): False,
                  ("acn", "scp_threshold"): 0.0, ("localize", "video_score_weight"): 0.0,
                  ("localize", "rgb_weight"): 0.5, ("localize", "whole_video"): "off",
-                 ("localize", "nms_iou"): 0.4}
+                 ("localize", "nms_iou"): 0.4, ("localize", "attention_weight"): 0.0}
 
 
-def contrast_baseline(model: ACN, ds, ids: list[str]) -> dict:
-    """Detections of the "CAS both sub" baseline (see :data:`CONTRAST_ONLY`), in seconds."""
+def contrast_baseline(model: ACN, ds, ids: list[str], attention: bool = False) -> dict:
+    """Detections of the "CAS both sub" baseline (see :data:`CONTRAST_ONLY`), in seconds;
+    with ``attention``, "CAS both sub +att" (the attention term at the model's weight)."""
     saved = copy.deepcopy(model.cfg)
     try:
         for (sec, key), value in CONTRAST_ONLY.items():
-            model.cfg[sec][key] = value
+            if not (attention and key == "attention_weight"):
+                model.cfg[sec][key] = value
         return model.localize(ds, ids, ["fused"], progress=False)["fused"]
     finally:
         model.cfg = saved
@@ -97,6 +102,7 @@ def run_one(args, k: int, seed: int) -> dict:
     both = {v: mean_outputs(outs, v) for v in ids}
     runs = {"ACN fused": dets["fused"], "ACN flow": dets["flow"], "ACN rgb": dets["rgb"],
             "CAS both": cas_detections(both, ds), "CAS both sub": contrast_baseline(model, ds, ids),
+            "CAS both sub +att": contrast_baseline(model, ds, ids, attention=True),
             "CAS flow": cas_detections(outs["flow"], ds),
             "CAS rgb": cas_detections(outs["rgb"], ds),
             "whole video": whole_video_detections(both, ds)}
@@ -120,6 +126,7 @@ def run_one(args, k: int, seed: int) -> dict:
            "regression": model.cfg["acn"]["regression"],
            "whole_video": model.cfg["localize"]["whole_video"],
            "nms_iou": model.cfg["localize"]["nms_iou"],
+           "attention_weight": model.cfg["localize"].get("attention_weight"),
            "lc_features": model.cfg["acn"]["lc_features"],
            "anchors": model.cfg["acn"]["anchors"],
            "config_overrides": args.set, "config": args.config}
@@ -153,7 +160,7 @@ def table(out: Path, preset: str, tags: list[str] | None) -> str:
         keys = sorted({_label(r) for r in mine})
         lines += [f"### {tag} ({preset}; mAP@0.5 / average mAP, mean over seeds)", "",
                   "| member | seeds | " + " | ".join(names) + " | fused - best baseline |"
-                  " chosen: w_rgb, α, background, regression, whole video, NMS, Lc |"
+                  " chosen: w_rgb, α, background, regression, whole video, NMS, Lc, attention |"
                   " base learned (rgb/flow) |",
                   "|---" * (len(names) + 5) + "|"]
         agg: dict[str, list] = {n: [] for n in names}
@@ -172,7 +179,8 @@ def table(out: Path, preset: str, tags: list[str] | None) -> str:
             chosen = "; ".join(f"{r['rgb_weight']:g}, {r.get('alpha')}, "
                                f"{_bg(r)}"
                                f"{r.get('regression', '')}, {r.get('whole_video', '')}, "
-                               f"{r.get('nms_iou', '')}, {r.get('lc_features', '')}"
+                               f"{r.get('nms_iou', '')}, {r.get('lc_features', '')}, "
+                               f"{r.get('attention_weight', '')}"
                                for r in rs)
             lines.append(f"| {key[2]} | {len(rs)} | " + " | ".join(
                 f"{mean[n][0]:.1f} / {mean[n][1]:.1f}" for n in names)

@@ -138,30 +138,35 @@ def test_fit_reports_a_stream_that_did_not_learn_and_leaves_it_out(tiny, tmp_pat
     assert len(saved["selection"]["streams"]["rgb"]["tried"]) == 1  # RGB learned at once
     assert log["selection"]["scoring"]["chosen"]["rgb_weight"] >= 0.75
     scores = log["selection"]["scoring"]["scores"]
-    assert len(scores) == 2 * 5 * 2 * 3  # Lc sources x weights x alphas x whole modes
+    atts = cfg["select"]["attention_weights"]
+    # Lc sources x weights x alphas x whole modes x attention weights
+    assert len(scores) == 2 * 5 * 2 * 3 * len(atts)
     # Lc's features: the source whose best grid point (tolerance rule within it) scores higher
     modes = ("off", "scored", "first")
+
+    def grid_of(lc):  # "lc=L w=W alpha=A whole_video=H attention=T" -> (W, A, H, T)
+        return {(float(k.split()[1][2:]), float(k.split()[2][6:]),
+                 modes.index(k.split()[3][12:]), float(k.split()[4][10:])): v
+                for k, v in scores.items() if k.startswith(f"lc={lc} ")}
+
     best = {}
     for lc in ("embedding", "standardize"):
-        within = {(float(k.split()[1][2:]), float(k.split()[2][6:]),
-                   modes.index(k.split()[3][12:])): v
-                  for k, v in scores.items() if k.startswith(f"lc={lc} ")}
-        key = selection.best_choice(within, (0.5, 0.9, 0), 0.005)
-        best[lc] = within[key]
+        within = grid_of(lc)
+        best[lc] = within[selection.best_choice(within, (0.5, 0.9, 0, 0.0), 0.005)]
     chosen_lc = log["selection"]["scoring"]["chosen"]["lc_features"]
     assert chosen_lc == model.cfg["acn"]["lc_features"]
     assert best[chosen_lc] == max(best.values())
-    # then alpha alone at the chosen weight and whole-video mode, the first choice kept
-    # unless another leads by the tolerance
-    within = {(float(k.split()[1][2:]), float(k.split()[2][6:]),
-               modes.index(k.split()[3][12:])): v
-              for k, v in scores.items() if k.startswith(f"lc={chosen_lc} ")}
-    w1, a1, h1 = selection.best_choice(within, (0.5, 0.9, 0), 0.005)
+    # then alpha alone at the chosen weight, whole-video mode and attention weight, the first
+    # choice kept unless another leads by the tolerance
+    within = grid_of(chosen_lc)
+    w1, a1, h1, t1 = selection.best_choice(within, (0.5, 0.9, 0, 0.0), 0.005)
     chosen = log["selection"]["scoring"]["chosen"]
-    assert (chosen["rgb_weight"], modes.index(chosen["whole_video"])) == (w1, h1)
+    assert (chosen["rgb_weight"], modes.index(chosen["whole_video"]),
+            chosen["attention_weight"]) == (w1, h1, t1)
+    assert model.cfg["localize"]["attention_weight"] == t1
     fine = {(float(k),): v for k, v in log["selection"]["scoring"]["alpha_scores"].items()}
     assert sorted(fine) == [(a,) for a in cfg["select"]["alpha_refinement"]]
-    assert fine[(a1,)] == pytest.approx(within[(w1, a1, h1)])  # blended = scored at a1
+    assert fine[(a1,)] == pytest.approx(within[(w1, a1, h1, t1)])  # blended = scored at a1
     assert chosen["alpha"] == model.cfg["acn"]["alpha"] == selection.best_choice(
         fine, (a1,), 0.005)[0]
     assert model.cfg["localize"]["whole_video"] in ("off", "scored", "first")
@@ -182,6 +187,7 @@ def test_fit_reports_a_stream_that_did_not_learn_and_leaves_it_out(tiny, tmp_pat
     assert written["localize"]["rgb_weight"] == model.rgb_weight() >= 0.75
     assert written["localize"]["whole_video"] == model.cfg["localize"]["whole_video"]
     assert written["localize"]["nms_iou"] == model.cfg["localize"]["nms_iou"]
+    assert written["localize"]["attention_weight"] == model.cfg["localize"]["attention_weight"]
     assert set(written["base"]["per_stream"]) == {"rgb", "flow"}
     # the background class was chosen on the carved videos between two trained variants
     bg = log["selection"]["background"]

@@ -49,6 +49,7 @@ NULLABLE: dict[str, Any] = {
     "localize.rgb_weight": 0.0,
     "localize.whole_video": "off",
     "localize.nms_iou": 0.0,
+    "localize.attention_weight": 0.0,
     "base.per_stream": {},
     "acn.lc_features": "raw",
 }

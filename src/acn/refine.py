@@ -248,6 +248,11 @@ class Refiner:
                                        f"models' embedding is a candidate only with acn's own "
                                        f"base models; an external CAS has none)")
             cfg["acn"]["lc_features"] = "standardize"
+        if cfg["localize"].get("attention_weight") is None:
+            self.log["attention_weight"] = ("0 (localize.attention_weight null: the attention "
+                                            "term reads our base models' attention logits; an "
+                                            "external CAS's attention has no known scale)")
+            cfg["localize"]["attention_weight"] = 0.0
         self.acn = ACN(cfg)  # its scoring, fusion weight and seconds conversion
         self.cfg = cfg
         self.attention_threshold: float | None = None

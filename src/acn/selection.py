@@ -16,9 +16,10 @@ and, on that split only (never the test subset):
 2. **chooses whether the base models have a background class** (``base.background``): both
    variants are trained on the fit split, each scored as in 3; the better carved average
    mAP wins, a lead under ``select.tolerance`` going to no background class;
-3. **weighs the two streams and the two loss terms, picks Lc's features, the candidates
-   and the NMS** (``localize.rgb_weight``, ``acn.alpha``, ``localize.whole_video``,
-   ``acn.lc_features``, then ``localize.nms_iou``): the values whose joint -L scoring of the
+3. **weighs the two streams, the two loss terms and the attention, picks Lc's features, the
+   candidates and the NMS** (``localize.rgb_weight``, ``acn.alpha``,
+   ``localize.attention_weight``, ``localize.whole_video``, ``acn.lc_features``, then
+   ``localize.nms_iou``): the values whose joint -L scoring of the
    proposals scores the best average mAP on the carved videos, a lead under
    ``select.tolerance`` going to the fallback (:func:`best_choice`; RGB weights 0 and 1 are
    candidates, so a weak stream can be left out entirely; Lc's features go to the higher
@@ -60,6 +61,7 @@ CHOSEN_FALLBACKS: dict[tuple[str, str], object] = {
     ("localize", "whole_video"): "off",
     ("localize", "nms_iou"): 0.4,
     ("acn", "lc_features"): "embedding",
+    ("localize", "attention_weight"): 0.0,
 }
 
 
@@ -238,6 +240,14 @@ def check_weights(weights: Sequence[float]) -> list[float]:
     if not ws or any(not 0.0 <= w <= 1.0 for w in ws):
         raise AcnError(f"select.rgb_weights must be numbers in [0, 1], got {list(weights)}")
     return ws
+
+
+def check_attention_weights(values: Sequence[float]) -> list[float]:
+    """``select.attention_weights``: distinct numbers >= 0, ascending."""
+    if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0
+                         for v in values):
+        raise AcnError(f"select.attention_weights must be numbers >= 0, got {list(values)}")
+    return sorted({float(v) for v in values})
 
 
 def check_lc_candidates(values: Sequence[str]) -> list[str]:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from acn.model.coherence import (PrefixIntegral, feature_integral, objective_from_terms,
-                                 proposal_terms)
+                                 oic_loss, proposal_terms)
 
 
 def cas_candidates(scp: np.ndarray, thresholds: Sequence[float], min_length: int = 1,
@@ -119,6 +119,35 @@ def score_segments(features: torch.Tensor | PrefixIntegral, scp: torch.Tensor,
                            alpha=alpha, out_dtype=torch.float64)
     obj = objective_from_terms(terms, score_terms)   # (N, K)
     return -obj[torch.arange(len(s)), inv]
+
+
+def attention_probability(attention: np.ndarray) -> np.ndarray:
+    """``(T,)`` sigmoid of the base model's raw attention logits: its class-agnostic
+    probability that a snippet is action (float64)."""
+    a = np.asarray(attention, dtype=np.float64)
+    # written with exp of a non-positive number: no overflow for logits of any size
+    e = np.exp(-np.abs(a))
+    return np.where(a >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def attention_contrast(attention: np.ndarray, starts: torch.Tensor, ends: torch.Tensor,
+                       inflation: float = 0.25) -> torch.Tensor:
+    """The outer-inner contrast of the attention (``localize.attention_weight``): for each of
+    N segments, the mean of :func:`attention_probability` over ``[start, end)`` minus its
+    mean over the outer area ``inflation * length`` on each side (clamped to the video; an
+    outer area clamped away counts as 0, as in L_OIC). It is -L_OIC (Eq. 1) with the
+    attention in place of the class's SCP: the class-agnostic evidence that the segment is
+    an action and its surroundings are not.
+
+    attention: ``(T,)`` raw attention logits; starts/ends: ``(N,)`` snippets (float).
+    Returns ``(N,)`` float64 in [-1, 1]."""
+    T = len(attention)
+    s, e = starts.to(torch.float64), ends.to(torch.float64)
+    if s.numel() == 0:
+        return torch.zeros(0, dtype=torch.float64)
+    pad = inflation * (e - s)
+    prob = torch.from_numpy(attention_probability(attention))[None]  # (1, T)
+    return -oic_loss(prob, (s - pad).clamp(0, T), s, e, (e + pad).clamp(0, T))[:, 0]
 
 
 def scp_thresholds(scp: torch.Tensor, classes: torch.Tensor, threshold: float,

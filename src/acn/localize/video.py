@@ -20,7 +20,8 @@ from acn.errors import AcnError
 from acn.localize.fusion import fuse_streams
 from acn.localize.nms import nms
 from acn.localize.proposals import score_video, select_classes
-from acn.localize.segments import cas_candidates, regress_segments, score_segments, scp_thresholds
+from acn.localize.segments import (attention_contrast, attention_probability, cas_candidates,
+                                   regress_segments, score_segments, scp_thresholds)
 from acn.model.coherence import PrefixIntegral, feature_integral
 
 
@@ -42,8 +43,9 @@ Scored = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 WHOLE_VIDEO_MODES = ("off", "scored", "first")
 
 #: Under ``whole_video: first`` a whole-video proposal scores this plus the class's video
-#: score plus ``localize.video_score_weight``: above every -L score, which lies in [-3, 3]
-#: (L_OIC in [-1, 1], Lc - 1 in [-2, 0]) before the video-score term.
+#: score plus ``localize.video_score_weight`` and ``localize.attention_weight``: above every
+#: -L score, which lies in [-3, 3] (L_OIC in [-1, 1], Lc - 1 in [-2, 0]) before the
+#: video-score and attention terms.
 WHOLE_FIRST_OFFSET = 4.0
 
 
@@ -82,6 +84,10 @@ def score_candidates(cfg: Mapping, feats: torch.Tensor | list[torch.Tensor], out
     ``cfg``: the config (its ``acn`` and ``localize`` sections are read); ``out``: the
     video's base outputs (``scp``, ``attention``, ``video_scores``); ``regs``: ``{anchor: this
     video's regression outputs}`` (values None without regression).
+
+    With ``localize.attention_weight`` w > 0 every candidate's score gains w times its
+    :func:`~acn.localize.segments.attention_contrast`, and (``localize.attention_candidates``)
+    the CAS segments of the SCP times the attention probability join the candidates.
 
     Returns :data:`Scored` (segments in snippets), or None where no candidate is left.
     """
@@ -124,11 +130,17 @@ def score_candidates(cfg: Mapping, feats: torch.Tensor | list[torch.Tensor], out
                       torch.zeros(len(sp.scores), dtype=torch.bool)))
     listed = []  # (row in classes, start, end) candidates scored one by one (float: the
     # CAS segments' boundaries may lie inside a snippet)
+    att_w = attention_weight(loc)
     if acn["proposals"] in ("cas", "both") and classes.numel():
         cls = classes.numpy()
+        extra = list(candidate_scps or [])
+        if att_w and loc["attention_candidates"]:
+            # the SCP weighted by the class-agnostic attention: where the SCP alone is flat
+            # over an action and its context, the attention separates them
+            extra.append(out.scp * attention_probability(out.attention)[None].astype(np.float32))
         listed += [np.stack(cas_candidates(c[cls], acn["cas_thresholds"],
                                            acn["cas_min_length"], acn["cas_subsnippet"]), 1)
-                   for c in [out.scp, *(candidate_scps or [])]]
+                   for c in [out.scp, *extra]]
     whole_mode = whole_video_mode(loc["whole_video"])
     if whole_mode != "off" and classes.numel():
         # where actions fill most of each video (ActivityNet) the whole video is often
@@ -166,18 +178,33 @@ def score_candidates(cfg: Mapping, feats: torch.Tensor | list[torch.Tensor], out
     vs = torch.from_numpy(out.video_scores).double()[lab]
     if loc["video_score_weight"]:
         sc = sc + loc["video_score_weight"] * vs
+    if att_w:
+        sc = sc + att_w * attention_contrast(out.attention, seg[:, 0], seg[:, 1],
+                                             acn["inflation"])
     if whole_mode == "first" and bool(whole.any()):
         # the whole-video guess first, in the order of the video scores across videos, and
         # ACN's proposals after it: appended lower-ranked detections cannot lower a class's AP,
         # so where actions fill the videos ACN keeps at least the guess's AP
-        sc = torch.where(whole, WHOLE_FIRST_OFFSET + abs(loc["video_score_weight"]) + vs, sc)
+        sc = torch.where(whole, WHOLE_FIRST_OFFSET + abs(loc["video_score_weight"]) + att_w
+                         + vs, sc)
     return seg, sc, lab, whole
+
+
+def attention_weight(loc: Mapping) -> float:
+    """``localize.attention_weight`` as a number >= 0 (null, not chosen, is 0)."""
+    w = loc.get("attention_weight")
+    if w is None:
+        return 0.0
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0:
+        raise AcnError(f"localize.attention_weight must be a number >= 0 or null, got {w!r}")
+    return float(w)
 
 
 def blend_alpha(at_one: Scored | None, at_zero: Scored | None, alpha: float) -> Scored | None:
     """The :func:`score_candidates` output at ``acn.alpha = alpha`` from its outputs at
     alpha 1 and 0 on the same candidates: -L = alpha (-L_OIC) + (1 - alpha)(1 - Lc), and
-    every other term (the video-score term, the whole-video offset) is the same at both ends,
+    every other term (the video-score and attention terms, the whole-video offset) is the same
+    at both ends,
     so a grid of alphas costs two scorings. Only for CAS and whole-video candidates
     (``acn.proposals: cas``): anchor proposals keep one per position by score, which is not
     affine in alpha."""

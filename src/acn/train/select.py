@@ -38,7 +38,7 @@ from acn.train.stages import StreamModel, input_statistics, lc_source_for, strea
 
 #: The values :func:`choose_scoring` chooses on the carved videos' localization mAP.
 SCORING_KEYS = (("localize", "rgb_weight"), ("acn", "alpha"), ("localize", "whole_video"),
-                ("localize", "nms_iou"), ("acn", "lc_features"))
+                ("localize", "nms_iou"), ("acn", "lc_features"), ("localize", "attention_weight"))
 
 
 def lc_inputs(model, ds: Dataset, vid: str, lc_features: str,
@@ -273,11 +273,11 @@ def check_regression(model, ds: Dataset, fit_ids: list[str], val_ids: list[str],
 def choose_scoring(model, ds: Dataset, val_ids: list[str],
                    val_outputs: dict[str, dict[str, bo.BaseOutputs]],
                    bases: dict[str, torch.nn.Module] | None = None) -> dict:
-    """``localize.rgb_weight``, ``acn.alpha``, ``localize.whole_video`` and
-    ``acn.lc_features`` (those left null) by the average mAP of ACN's own scoring (-L of the
-    joint fusion, before regression) of the carved videos, over the grid
-    ``select.rgb_weights`` x ``select.alphas`` x (without, with the whole-video proposals),
-    for each of ``select.lc_features`` in turn; then ``acn.alpha`` alone among
+    """``localize.rgb_weight``, ``acn.alpha``, ``localize.whole_video``,
+    ``localize.attention_weight`` and ``acn.lc_features`` (those left null) by the average mAP
+    of ACN's own scoring (-L of the joint fusion, before regression) of the carved videos,
+    over the grid ``select.rgb_weights`` x ``select.alphas`` x (the whole-video modes) x
+    ``select.attention_weights``, for each of ``select.lc_features`` in turn; then ``acn.alpha`` alone among
     ``select.alpha_refinement`` at the values chosen (the first choice kept unless another
     leads by ``select.tolerance``); then ``localize.nms_iou``.
 
@@ -305,13 +305,16 @@ def choose_scoring(model, ds: Dataset, val_ids: list[str],
     if not lcs:
         raise AcnError("select.lc_features: no candidate is usable here ('embedding' needs "
                        "acn's own base models)")
-    scores = _grid_scores(model, ds, val_ids, val_outputs, bases, lcs, ws, alphas, wholes)
+    att_fallback = CHOSEN_FALLBACKS[("localize", "attention_weight")]
+    atts = ([float(loc["attention_weight"])] if loc.get("attention_weight") is not None
+            else selection.check_attention_weights(sel["attention_weights"]))
+    scores = _grid_scores(model, ds, val_ids, val_outputs, bases, lcs, ws, alphas, wholes, atts)
     prefer = (0.5, ALPHA_FALLBACK, WHOLE_VIDEO_MODES.index(
-        CHOSEN_FALLBACKS[("localize", "whole_video")]))
+        CHOSEN_FALLBACKS[("localize", "whole_video")]), att_fallback)
     best = {lc: selection.best_choice({k[1:]: v for k, v in scores.items() if k[0] == lc},
                                       prefer, sel["tolerance"]) for lc in lcs}
     lc = max(lcs, key=lambda c: (scores[(c, *best[c])], c == lc_fallback))
-    w, a, h = best[lc]
+    w, a, h, att = best[lc]
     alpha_scores = {}
     if cfg["acn"]["alpha"] is None and set(refine) - set(alphas):
         # then alpha alone, at the weight, whole-video mode and Lc features just chosen: with
@@ -319,10 +322,12 @@ def choose_scoring(model, ds: Dataset, val_ids: list[str],
         # (family member 6: -1.7 mAP@0.5 on its test videos)
         alpha_scores = {k[2:3]: v for k, v in _grid_scores(
             model, ds, val_ids, val_outputs, bases, [lc], [w], sorted(set(refine) | {a}),
-            [h]).items()}
+            [h], [att]).items()}
         a = selection.best_choice(alpha_scores, (a,), sel["tolerance"])[0]
     if loc["rgb_weight"] is None:
         loc["rgb_weight"] = w
+    if loc.get("attention_weight") is None:
+        loc["attention_weight"] = att
     if cfg["acn"]["alpha"] is None:
         cfg["acn"]["alpha"] = a
     if loc["whole_video"] is None:
@@ -335,14 +340,15 @@ def choose_scoring(model, ds: Dataset, val_ids: list[str],
         nms_scores = _nms_scores(model, ds, val_ids, val_outputs, sel["nms_ious"], bases)
         loc["nms_iou"] = selection.best_choice(nms_scores, (fallback,), sel["tolerance"])[0]
     score = (nms_scores[(loc["nms_iou"],)] if nms_scores
-             else alpha_scores[(a,)] if alpha_scores else scores[(lc, w, a, h)])
+             else alpha_scores[(a,)] if alpha_scores else scores[(lc, w, a, h, att)])
     return {"criterion": f"average mAP over tIoU {selection.default_tious(ds)} of ACN's "
                          "joint -L scoring of CAS proposals (no regression)",
             "chosen": {"rgb_weight": w, "alpha": a, "whole_video": WHOLE_VIDEO_MODES[h],
-                       "lc_features": lc, "nms_iou": loc["nms_iou"]},
+                       "lc_features": lc, "attention_weight": att, "nms_iou": loc["nms_iou"]},
             "score": score,
             "scores": {f"lc={k[0]} w={k[1]:g} alpha={k[2]:g} "
-                       f"whole_video={WHOLE_VIDEO_MODES[k[3]]}": v for k, v in scores.items()},
+                       f"whole_video={WHOLE_VIDEO_MODES[k[3]]} attention={k[4]:g}": v
+                       for k, v in scores.items()},
             "alpha_scores": {f"{k[0]:g}": v for k, v in alpha_scores.items()},
             "nms_scores": {f"{k[0]:g}": v for k, v in nms_scores.items()}}
 
@@ -350,17 +356,19 @@ def choose_scoring(model, ds: Dataset, val_ids: list[str],
 def _grid_scores(model, ds: Dataset, val_ids: list[str],
                  val_outputs: dict[str, dict[str, bo.BaseOutputs]],
                  bases: dict[str, torch.nn.Module] | None, lcs: list[str], ws: list[float],
-                 alphas: list[float], wholes: list[int]) -> dict[tuple, float]:
+                 alphas: list[float], wholes: list[int], atts: list[float]
+                 ) -> dict[tuple, float]:
     """Carved average mAP of ACN's joint -L scoring (no regression) at each point
-    ``(lc, w, alpha, whole)`` of the grid (``whole``: an index in WHOLE_VIDEO_MODES)."""
+    ``(lc, w, alpha, whole, attention weight)`` of the grid (``whole``: an index in
+    WHOLE_VIDEO_MODES)."""
     cfg, loc = model.cfg, model.cfg["localize"]
-    grid = [(w, a, h) for w in ws for a in alphas for h in wholes]
+    grid = [(w, a, h, t) for w in ws for a in alphas for h in wholes for t in atts]
     dets: dict[tuple, dict] = {(lc, *k): {} for lc in lcs for k in grid}
-    # -L is affine in alpha on CAS candidates: score each (weight, whole-video mode) at alpha
-    # 1 and 0 and blend, instead of once per alpha
+    # -L is affine in alpha on CAS candidates: score each (weight, whole-video mode,
+    # attention weight) at alpha 1 and 0 and blend, instead of once per alpha
     blend = cfg["acn"]["proposals"] == "cas" and len(alphas) > 1
     saved = (cfg["acn"]["alpha"], loc["whole_video"], loc["nms_iou"],
-             cfg["acn"]["lc_features"])
+             cfg["acn"]["lc_features"], loc.get("attention_weight"))
     if loc["nms_iou"] is None:  # chosen after the grid, with the values chosen on it
         loc["nms_iou"] = CHOSEN_FALLBACKS[("localize", "nms_iou")]
     try:
@@ -370,8 +378,9 @@ def _grid_scores(model, ds: Dataset, val_ids: list[str],
                 feats = lc_inputs(model, ds, v, lc, bases)
                 cfg["acn"]["lc_features"] = lc
                 cache: dict[str, PrefixIntegral] = {}
-                for w, h in dict.fromkeys((w, h) for w, _, h in grid):
+                for w, h, t in dict.fromkeys((w, h, t) for w, _, h, t in grid):
                     loc["whole_video"] = WHOLE_VIDEO_MODES[h]
+                    loc["attention_weight"] = t
                     args = (feats, mean_outputs(one, v, w), {1: None}, float("-inf"))
                     kw = dict(lc_cache=cache, lc_keys=list(STREAMS), group_weights=[w, 1 - w])
                     ends = {}
@@ -382,9 +391,10 @@ def _grid_scores(model, ds: Dataset, val_ids: list[str],
                         cfg["acn"]["alpha"] = a
                         p = (suppress(blend_alpha(ends[1.0], ends[0.0], a), cfg) if blend
                              else model._score_one(*args, **kw))
-                        dets[(lc, w, a, h)][v] = model.to_seconds(ds, v, p)
+                        dets[(lc, w, a, h, t)][v] = model.to_seconds(ds, v, p)
     finally:
-        cfg["acn"]["alpha"], loc["whole_video"], loc["nms_iou"], cfg["acn"]["lc_features"] = saved
+        (cfg["acn"]["alpha"], loc["whole_video"], loc["nms_iou"], cfg["acn"]["lc_features"],
+         loc["attention_weight"]) = saved
     return {k: selection.carved_average_map(ds, val_ids, d) for k, d in dets.items()}
 
 
