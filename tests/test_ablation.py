@@ -39,9 +39,18 @@ def test_ablate_writes_every_table(tiny_folder, tmp_path):
                     "ACN fused, Lc on the base models' embedding",
                     "ACN fused, Lc on the features z-scored per video",
                     "ACN fused, Lc on the raw features",
+                    "Attention term (localize.attention_weight)",
+                    "ACN fused, attention weight 0", "ACN fused, attention weight 0.8",
                     "heldout"):
         assert heading in text
     assert (out / "ablation.json").is_file()
+    # one attention row is the run's own weight, and it scores as the config's own fused row
+    import json
+
+    res = json.loads((out / "ablation.json").read_text())
+    own = [k for k in res["attention"] if k.endswith("(the run's)")]
+    assert len(own) == 1
+    assert res["attention"][own[0]] == res["streams"]["ACN fused"]
     # the second stage's row came from base models trained again on pseudo-labels
     log = (out / "base_second_stage_1" / "train_log.json").read_text()
     assert '"round_1"' in log

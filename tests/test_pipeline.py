@@ -157,11 +157,16 @@ def test_cli_train_localize_evaluate(tiny_folder, tmp_path, capsys):
     run, pred = tmp_path / "run", tmp_path / "pred.json"
     sets = sum((["--set", s] for s in FAST_SET), [])
     assert main(["train", "--data", str(tiny_folder), "--out", str(run), "--seed", "1", *sets]) == 0
-    # the summary names the Lc features chosen on the carved split, as config.yaml has them
-    lc = yaml.safe_load((run / "config.yaml").read_text())["acn"]["lc_features"]
+    # the summary names the Lc features and the attention weight chosen on the carved split,
+    # as config.yaml has them
+    written = yaml.safe_load((run / "config.yaml").read_text())
+    lc = written["acn"]["lc_features"]
     words = {"embedding": "Lc on the base models' embedding",
              "standardize": "Lc on standardised features"}
-    assert words[lc] in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert words[lc] in printed
+    att = written["localize"]["attention_weight"]
+    assert att in (0.0, 0.4, 0.8) and f"attention weight {att:g}" in printed
     assert main(["localize", "--run", str(run), "--data", str(tiny_folder), "--out", str(pred),
                  "--stream", "flow"]) == 0
     dets = load_results(pred)

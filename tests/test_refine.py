@@ -221,3 +221,13 @@ def test_refine_reuses_the_nets_of_an_acn_train_run(tmp_path, world):
     assert set(res) == set(test) and any(res.values())
     refiner = Refiner.load(tmp_path / "run")
     assert refiner.attention_threshold is None  # not on this CAS's scale: recalibrated
+
+
+def test_refine_leaves_the_attention_term_off_unless_asked():
+    """An external CAS's attention has no known scale: null is 0 (and refine.json says so);
+    a weight the user sets is kept."""
+    off = Refiner(resolve())
+    assert off.cfg["localize"]["attention_weight"] == 0.0
+    assert "attention_weight" in off.log
+    on = Refiner(resolve(overrides=["localize.attention_weight=0.4"]))
+    assert on.cfg["localize"]["attention_weight"] == 0.4 and "attention_weight" not in on.log

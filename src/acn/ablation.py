@@ -8,8 +8,10 @@ models' CAS thresholding and ACN on them, without and with the second stage
 use), and a "Boundaries" table gives ACN fused with its CAS segments' boundaries inside
 snippets and on whole snippets (``acn.cas_subsnippet``, the same nets), and an "Lc
 features" table the same nets' proposals scored with Lc on the base models' embedding, the
-features z-scored per video and the raw features (``acn.lc_features``). Output: one Markdown
-file with every table, and a JSON of every figure.
+features z-scored per video and the raw features (``acn.lc_features``), and an "Attention
+term" table the same nets at each of ``select.attention_weights`` (and the run's own
+``localize.attention_weight``). Output: one Markdown file with every table, and a JSON of
+every figure.
 """
 
 from __future__ import annotations
@@ -149,7 +151,7 @@ def run_ablation(ds: Dataset, cfg: dict, out: Path, protocol: str | None = None,
 
     # Lc's features at test time: the base models' embedding, the input z-scored per video or
     # the raw input (acn.lc_features); the same trained nets, so only the scoring differs
-    lc_rows = {}
+    lc_rows, own_lc = {}, m.cfg["acn"]["lc_features"]
     for lc, label in LC_FEATURES:
         m.cfg["acn"]["lc_features"] = lc
         lc_rows[f"ACN fused, Lc on {label}"] = ev(m.localize(ds, ids, ["fused"],
@@ -158,6 +160,19 @@ def run_ablation(ds: Dataset, cfg: dict, out: Path, protocol: str | None = None,
                     f"{cfg['acn']['lc_features']}), α={m.cfg['acn']['alpha']}\n\n"
                     + map_table(lc_rows))
     results["lc_features"] = {k: r.to_json() for k, r in lc_rows.items()}
+    m.cfg["acn"]["lc_features"] = own_lc
+
+    # The attention term (localize.attention_weight): the same nets, each candidate weight
+    chosen_att = m.cfg["localize"].get("attention_weight")
+    att_rows = {}
+    for w in sorted({*map(float, cfg["select"]["attention_weights"]), float(chosen_att or 0)}):
+        m.cfg["localize"]["attention_weight"] = w
+        mark = " (the run's)" if w == float(chosen_att or 0) else ""
+        att_rows[f"ACN fused, attention weight {w:g}{mark}"] = ev(
+            m.localize(ds, ids, ["fused"], progress=progress)["fused"])
+    m.cfg["localize"]["attention_weight"] = chosen_att
+    sections.append("## Attention term (localize.attention_weight)\n\n" + map_table(att_rows))
+    results["attention"] = {k: r.to_json() for k, r in att_rows.items()}
 
     # Stages: the base models alone (CAS thresholding), ACN on them, without and with the
     # second stage (the config's rounds, or one round where it runs none)

@@ -118,7 +118,8 @@ def _train(args: argparse.Namespace, lock) -> int:
     chosen = [f"fusion RGB weight {model.rgb_weight():g}, alpha {model.cfg['acn']['alpha']:g}, "
               f"whole-video proposals {whole_video_mode(model.cfg['localize']['whole_video'])}, "
               f"NMS IoU {model.cfg['localize']['nms_iou']:g}, "
-              f"Lc on {LC_WORDS.get(lc, lc)}"
+              f"Lc on {LC_WORDS.get(lc, lc)}, "
+              f"attention weight {model.cfg['localize'].get('attention_weight') or 0:g}"
               + (f" ({sel['scoring']['criterion']} on {sel['validation_videos']} carved "
                  "training videos)" if sel.get("scoring") else "")]
     bg = sel.get("background")
