@@ -167,3 +167,19 @@ def test_attention_weights_candidates_are_checked():
     for bad in ([], [-1.0], [True]):
         with pytest.raises(AcnError, match="select.attention_weights"):
             selection.check_attention_weights(bad)
+
+
+def test_without_a_carved_split_the_weight_is_the_family_fallback_and_ties_go_to_zero():
+    from acn import selection
+    from acn.pipeline import ACN
+    from acn.train.select import fill_unchosen
+
+    model = ACN(resolve())
+    assert model.cfg["localize"]["attention_weight"] is None
+    fill_unchosen(model)
+    assert model.cfg["localize"]["attention_weight"] == 0.4
+    # on a carved split a lead under the tolerance keeps the paper's scoring
+    scores = {(0.0,): 0.500, (0.4,): 0.503, (0.8,): 0.520}
+    assert selection.best_choice(scores, (selection.ATTENTION_PREFERRED,), 0.005) == (0.8,)
+    scores[(0.8,)] = 0.504
+    assert selection.best_choice(scores, (selection.ATTENTION_PREFERRED,), 0.005) == (0.0,)

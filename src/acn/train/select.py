@@ -305,12 +305,11 @@ def choose_scoring(model, ds: Dataset, val_ids: list[str],
     if not lcs:
         raise AcnError("select.lc_features: no candidate is usable here ('embedding' needs "
                        "acn's own base models)")
-    att_fallback = CHOSEN_FALLBACKS[("localize", "attention_weight")]
     atts = ([float(loc["attention_weight"])] if loc.get("attention_weight") is not None
             else selection.check_attention_weights(sel["attention_weights"]))
     scores = _grid_scores(model, ds, val_ids, val_outputs, bases, lcs, ws, alphas, wholes, atts)
     prefer = (0.5, ALPHA_FALLBACK, WHOLE_VIDEO_MODES.index(
-        CHOSEN_FALLBACKS[("localize", "whole_video")]), att_fallback)
+        CHOSEN_FALLBACKS[("localize", "whole_video")]), selection.ATTENTION_PREFERRED)
     best = {lc: selection.best_choice({k[1:]: v for k, v in scores.items() if k[0] == lc},
                                       prefer, sel["tolerance"]) for lc in lcs}
     lc = max(lcs, key=lambda c: (scores[(c, *best[c])], c == lc_fallback))
