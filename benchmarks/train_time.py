@@ -10,7 +10,9 @@ load; it prints each wall time and the ratio (second / first), and writes them t
 - ``second-stage``: the default, and the default with one second-stage round;
 - ``background``: the default before the background class was chosen per dataset
   (``base.background=false``: one base-model variant trained on the carved split), and the
-  default (both variants trained there)::
+  default (both variants trained there);
+- ``attention``: the default before the attention term (``select.attention_weights=[0.0]``:
+  the carved grid without it), and the default (its weight chosen in that grid)::
 
     python benchmarks/train_time.py --out /tmp/fam --dim 256 --compare background
 """
@@ -35,6 +37,8 @@ COMPARISONS = {
     "second-stage": {"default": [], "second stage (1 round)": ["second_stage.rounds=1"]},
     "background": {"no background choice (before)": ["base.background=false"],
                    "default (background chosen)": []},
+    "attention": {"no attention term (before)": ["select.attention_weights=[0.0]"],
+                  "default (attention weight chosen)": []},
 }
 
 
