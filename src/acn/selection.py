@@ -61,8 +61,8 @@ CHOSEN_FALLBACKS: dict[tuple[str, str], object] = {
     ("localize", "whole_video"): "off",
     ("localize", "nms_iou"): 0.4,
     ("acn", "lc_features"): "embedding",
-    # no carved split to choose on: the weight that did best on the family's selection
-    # members in the mean and the worst case (+0.2 to +7.9 mAP@0.5; docs/ablation.md)
+    # no carved split to choose on: the weight with the best worst case over the family's
+    # selection members, re-scored (+0.3 to +9.3 mAP@0.5, mean +4.8; docs/ablation.md)
     ("localize", "attention_weight"): 0.4,
 }
 

@@ -277,9 +277,9 @@ def choose_scoring(model, ds: Dataset, val_ids: list[str],
     ``localize.attention_weight`` and ``acn.lc_features`` (those left null) by the average mAP
     of ACN's own scoring (-L of the joint fusion, before regression) of the carved videos,
     over the grid ``select.rgb_weights`` x ``select.alphas`` x (the whole-video modes) x
-    ``select.attention_weights``, for each of ``select.lc_features`` in turn; then ``acn.alpha`` alone among
-    ``select.alpha_refinement`` at the values chosen (the first choice kept unless another
-    leads by ``select.tolerance``); then ``localize.nms_iou``.
+    ``select.attention_weights``, for each of ``select.lc_features`` in turn; then
+    ``acn.alpha`` alone among ``select.alpha_refinement`` at the values chosen (the first
+    choice kept unless another leads by ``select.tolerance``); then ``localize.nms_iou``.
 
     Within one Lc source a lead under ``select.tolerance`` goes to the fallback values; the
     Lc source is the one whose best grid point scores higher (a tie goes to the fallback),
