@@ -76,9 +76,12 @@ def run_one(args, k: int, seed: int) -> dict:
             for s, p in ckpt.items()}
     run_cfg = resolve(run / "config.yaml")
     # the refiner starts from defaults, as `acn refine` does, plus the run's seed
+    # (every key the run chose on its carved split is null again: the attention weight too,
+    # which `acn refine` leaves off unless set, and the Lc source)
     cfg = merge(run_cfg, parse_set(["acn.anchors=null", "acn.regression=true",
                                       "localize.whole_video=null", "localize.nms_iou=null",
                                       "localize.rgb_weight=null", "acn.alpha=null",
+                                      "localize.attention_weight=null", "acn.lc_features=null",
                                       "select.regression_check=true", *args.set]), "benchmark")
     res: dict = {}
     for src in SOURCES:
