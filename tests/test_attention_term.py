@@ -30,6 +30,8 @@ def brute_contrast(att: np.ndarray, s: float, e: float, inflation: float) -> flo
     os_, oe = max(s - pad, 0.0), min(e + pad, float(T))
     inner = (integral(p, s, e) / (e - s) if e - s > 1e-6
              else p[min(max(int(np.floor(s)), 0), T - 1)])
+    if s <= 0 and e >= T:  # the whole video: no surroundings, no contrast
+        return 0.0
     outer_len = (s - os_) + (oe - e)
     outer = ((integral(p, os_, s) + integral(p, e, oe)) / outer_len if outer_len > 1e-6
              else 0.0)
@@ -45,7 +47,7 @@ def test_attention_contrast_matches_brute_force(T, seed, inflation):
     s = rng.uniform(0, T, n)
     e = np.minimum(s + rng.uniform(0, T, n), T)
     e[:2] = s[:2] + rng.uniform(0, 1e-7, 2)  # (nearly) empty segments: the value at the point
-    s[2], e[2] = 0.0, float(T)               # the whole video: no outer area, outer mean 0
+    s[2], e[2] = 0.0, float(T)               # the whole video: contrast 0
     got = attention_contrast(att, torch.from_numpy(s), torch.from_numpy(e), inflation)
     want = [brute_contrast(att, a, b, inflation) for a, b in zip(s, e)]
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-9)
@@ -144,6 +146,23 @@ def test_whole_video_first_stays_above_every_other_score_with_attention():
     seg, sc, lab, whole = scored(config("localize.whole_video=first",
                                         "localize.attention_weight=3"), feats, out)
     assert whole.any() and sc[whole].min() > sc[~whole].max()
+
+
+def test_scored_whole_video_proposal_gains_nothing_from_the_attention_term():
+    # the whole video has no surroundings to contrast its attention with; every other
+    # candidate's score moves by the weight times its contrast
+    feats, out = scene()
+    seg0, sc0, lab0, whole0 = scored(config("localize.whole_video=scored"), feats, out)
+    seg, sc, lab, whole = scored(config("localize.whole_video=scored",
+                                        "localize.attention_weight=3",
+                                        "localize.attention_candidates=false"), feats, out)
+    torch.testing.assert_close(seg, seg0)
+    assert whole.any() and torch.equal(whole, whole0)
+    torch.testing.assert_close(sc[whole], sc0[whole])
+    want = sc0[~whole] + 3 * attention_contrast(out.attention, seg[~whole, 0], seg[~whole, 1],
+                                                config()["acn"]["inflation"])
+    torch.testing.assert_close(sc[~whole], want)
+    assert not torch.allclose(sc[~whole], sc0[~whole])
 
 
 @pytest.mark.parametrize("bad", [-0.1, True, "high"])
