@@ -12,9 +12,13 @@ load; it prints each wall time and the ratio (second / first), and writes them t
   (``base.background=false``: one base-model variant trained on the carved split), and the
   default (both variants trained there);
 - ``attention``: the default before the attention term (``select.attention_weights=[0.0]``:
-  the carved grid without it), and the default (its weight chosen in that grid)::
+  the carved grid without it), and the default (its weight chosen in that grid);
+- ``before``: the default of another source tree (``--before-src``, e.g. a worktree of the
+  commit before issue 17's work: the bound's reference), and this tree's default::
 
     python benchmarks/train_time.py --out /tmp/fam --dim 256 --compare background
+    git worktree add /tmp/before 52f2e99^
+    python benchmarks/train_time.py --out /tmp/fam --dim 256 --compare before --before-src /tmp/before
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ COMPARISONS = {
                    "default (background chosen)": []},
     "attention": {"no attention term (before)": ["select.attention_weights=[0.0]"],
                   "default (attention weight chosen)": []},
+    "before": {"default of --before-src": [], "default": []},
 }
 
 
@@ -49,8 +54,14 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], help="applied to both")
     p.add_argument("--compare", choices=sorted(COMPARISONS), default="second-stage")
+    p.add_argument("--before-src", type=Path, default=None,
+                   help="--compare before: the source tree whose src/ trains the first")
     args = p.parse_args()
     configs = COMPARISONS[args.compare]
+    if (args.compare == "before") != (args.before_src is not None):
+        p.error("--before-src goes with --compare before (and it needs one)")
+    if args.before_src is not None and not (args.before_src / "src" / "acn").is_dir():
+        p.error(f"--before-src {args.before_src}: no src/acn there")
     ds = dataset(args.out, "thumos14", 0, None, args.dim)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     procs = {}
@@ -60,7 +71,9 @@ def main() -> None:
         cmd = [sys.executable, "-m", "acn", "train", "--data", str(ds.root), "--out", str(run),
                "--quiet", *over]
         shutil.rmtree(run, ignore_errors=True)  # a fresh run, not a resumed one
-        procs[name] = (subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+        env_i = ({**env, "PYTHONPATH": str((args.before_src / "src").resolve())}
+                 if args.before_src is not None and i == 0 else env)
+        procs[name] = (subprocess.Popen(cmd, env=env_i, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, text=True), time.perf_counter())
     seconds = {}
     for name, (proc, t0) in procs.items():
@@ -71,7 +84,8 @@ def main() -> None:
     first, second = configs
     ratio = seconds[second] / seconds[first]
     res = {"compare": args.compare, "dim": args.dim, "seed": args.seed, "seconds": seconds,
-           "ratio": round(ratio, 2), "cpus": os.cpu_count(), "set": args.set}
+           "ratio": round(ratio, 2), "cpus": os.cpu_count(), "set": args.set,
+           "before_src": str(args.before_src) if args.before_src else None}
     (args.out / f"train_time_{args.compare}.json").write_text(json.dumps(res, indent=1))
     for name, s in seconds.items():
         print(f"{name}: {s:.0f} s")
