@@ -199,22 +199,6 @@ def test_same_seed_same_weights_and_rng_untouched(ds):
                                                           c.state_dict().values()))
 
 
-def test_snippet_contrast_trains_the_embedding(ds):
-    """base.snico_weight adds CoLA's loss: the weights move, the model still classifies, and a
-    wrong value is refused."""
-    train, test = [v.id for v in ds.subset("validation")], [v.id for v in ds.subset("test")]
-    a, _ = train_base(ds, train, "rgb", {**FAST, "epochs": 2}, seed=3, progress=False)
-    b, info = train_base(ds, train, "rgb", {**FAST, "epochs": 2, "snico_weight": 0.5}, seed=3,
-                         progress=False)
-    assert info["config"]["snico_weight"] == 0.5
-    assert not torch.equal(a.trunk.weight, b.trunk.weight)
-    full, _ = train_base(ds, train, "rgb", {**FAST, "snico_weight": 0.5}, seed=3,
-                         progress=False)
-    assert classification_map(predict_base(full, ds, test, "rgb"), ds, test) > 0.9
-    with pytest.raises(AcnError, match="snico_weight"):
-        resolve_base_config({"snico_weight": -1})
-
-
 def test_long_videos_are_cropped_and_predicted_whole(ds):
     train = [v.id for v in ds.subset("validation")][:6]
     model, _ = train_base(ds, train, "rgb", {**FAST, "epochs": 1, "max_len": 10},
