@@ -29,7 +29,6 @@ from acn.errors import AcnError
 from acn.fileio import save_torch, verify_checksum
 from acn.model.base import BaseModel, snippet_loss, video_loss
 from acn.model.normalize import feature_statistics
-from acn.model.snico import snico_loss
 from acn.train import distributed as dist
 from acn.train.outputs import BaseOutputs, label_matrix
 
@@ -58,8 +57,6 @@ from acn.train.outputs import BaseOutputs, label_matrix
 #:   so a batch pads little yet batches still vary from epoch to epoch.
 #: - ``cache_mb``: keep the training stream in RAM when it needs at most this many MiB
 #:   (0 = always read from the store).
-#: - ``snico_weight``: weight of CoLA's snippet-contrast loss on the embedding
-#:   (:mod:`acn.model.snico`), mined by the model's own attention; 0 = off.
 #:
 #: Why these values (measured on ``acn.data.synth.synthesize("thumos14", dim=1024)``, 200
 #: train / 212 test videos, video classification mAP on the synthetic test subset, 1 CPU
@@ -100,7 +97,6 @@ DEFAULT_BASE_CONFIG: dict[str, Any] = {
     "max_len": 750,
     "bucket": 4,
     "cache_mb": 2048,
-    "snico_weight": 0.0,
 }
 
 _MODEL_KEYS = ("hidden", "kernel_size", "dropout", "input_dropout", "head", "k_divisor", "scp",
@@ -117,7 +113,7 @@ def resolve_base_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     for key in ("max_len", "cache_mb"):
         if not isinstance(out[key], int) or out[key] < 0:
             raise AcnError(f"base model config: {key} must be an integer >= 0, got {out[key]!r}")
-    for key in ("lr", "weight_decay", "grad_clip", "snico_weight"):
+    for key in ("lr", "weight_decay", "grad_clip"):
         if not isinstance(out[key], (int, float)) or out[key] < 0 or not math.isfinite(out[key]):
             raise AcnError(f"base model config: {key} must be a number >= 0, got {out[key]!r}")
     if out["lr"] <= 0:
@@ -250,9 +246,6 @@ def train_base(ds: Dataset, video_ids: Iterable[str | Video], stream: str,
                     labels = torch.from_numpy(y_all[b[mine]]).to(device)
                     out = model(x, mask)
                     loss = video_loss(out, labels, background=model.background)
-                    if cfg["snico_weight"] > 0:
-                        loss = loss + cfg["snico_weight"] * snico_loss(
-                            out.embedding, out.attention.detach(), mask)
                     if use_targets:
                         tt = torch.full(mask.shape, -1, dtype=torch.long)
                         for j, t in enumerate(tgts):
