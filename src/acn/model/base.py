@@ -73,8 +73,6 @@ class BaseForward:
             ``topk_mil`` attention branch; ``None`` when absent.
         background_logits: ``(B, C + 1)`` logits of the non-selected snippets, trained to
             predict the background class; ``None`` without a background class.
-        logits: ``(B, C', T)`` the snippet class logits (``C' = C + 1`` with a background
-            class), before any activation.
     """
 
     scp: torch.Tensor
@@ -83,7 +81,6 @@ class BaseForward:
     video_logits: torch.Tensor
     aux_logits: torch.Tensor | None = None
     background_logits: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
 
 
 def masked_softmax(logits: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -247,10 +244,9 @@ class BaseModel(nn.Module):
         x = self.embed(features, mask, zero_padded)
         logits = _conv_last(self.classifier, x).transpose(1, 2)  # (B, C', T)
         att = _conv_last(self.selector, x).squeeze(2) if self.selector is not None else None
-        out = (self._untrimmednet(logits, att, mask) if self.head == "untrimmednet"
-               else self._topk(logits, att, mask))
-        out.logits = logits
-        return out
+        if self.head == "untrimmednet":
+            return self._untrimmednet(logits, att, mask)
+        return self._topk(logits, att, mask)
 
     def embed(self, features: torch.Tensor, mask: torch.Tensor,
               zero_padded: bool = False) -> torch.Tensor:

@@ -27,9 +27,7 @@ from acn.data.annotations import Video
 from acn.data.features import Dataset
 from acn.errors import AcnError
 from acn.fileio import save_torch, verify_checksum
-from acn.model.base import BaseModel, snippet_loss, topk_counts, video_loss
-from acn.model.evidential import (evidential_video_loss, suppressed_logits, topk_by_attention,
-                                  uncertainty_guide_loss)
+from acn.model.base import BaseModel, snippet_loss, video_loss
 from acn.model.normalize import feature_statistics
 from acn.train import distributed as dist
 from acn.train.outputs import BaseOutputs, label_matrix
@@ -59,9 +57,6 @@ from acn.train.outputs import BaseOutputs, label_matrix
 #:   so a batch pads little yet batches still vary from epoch to epoch.
 #: - ``cache_mb``: keep the training stream in RAM when it needs at most this many MiB
 #:   (0 = always read from the store).
-#: - ``evidential_weight``: weight of DELU-style evidential learning (:mod:`acn.model.evidential`):
-#:   the evidential video loss, plus (with a background class) the uncertainty-guided
-#:   attention loss at :data:`EVIDENTIAL_GUIDE_RATIO` of it; 0 = off.
 #:
 #: Why these values (measured on ``acn.data.synth.synthesize("thumos14", dim=1024)``, 200
 #: train / 212 test videos, video classification mAP on the synthetic test subset, 1 CPU
@@ -102,12 +97,7 @@ DEFAULT_BASE_CONFIG: dict[str, Any] = {
     "max_len": 750,
     "bucket": 4,
     "cache_mb": 2048,
-    "evidential_weight": 0.0,
 }
-
-#: The uncertainty-guided attention loss's weight relative to the evidential video loss
-#: (DELU's THUMOS14 recipe: 0.4 against 1.3).
-EVIDENTIAL_GUIDE_RATIO = 0.4 / 1.3
 
 _MODEL_KEYS = ("hidden", "kernel_size", "dropout", "input_dropout", "head", "k_divisor", "scp",
                "attention", "pool", "background")
@@ -123,7 +113,7 @@ def resolve_base_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     for key in ("max_len", "cache_mb"):
         if not isinstance(out[key], int) or out[key] < 0:
             raise AcnError(f"base model config: {key} must be an integer >= 0, got {out[key]!r}")
-    for key in ("lr", "weight_decay", "grad_clip", "evidential_weight"):
+    for key in ("lr", "weight_decay", "grad_clip"):
         if not isinstance(out[key], (int, float)) or out[key] < 0 or not math.isfinite(out[key]):
             raise AcnError(f"base model config: {key} must be a number >= 0, got {out[key]!r}")
     if out["lr"] <= 0:
@@ -213,7 +203,6 @@ def train_base(ds: Dataset, video_ids: Iterable[str | Video], stream: str,
     n_batches = math.ceil(len(ids) / cfg["batch_size"])
     total_steps = cfg["epochs"] * n_batches
     losses: list[float] = []
-    step = 0
     t0 = time.perf_counter()
     # Weights and dropout draw from torch's global RNG: seed it inside a fork so the caller's
     # RNG state is left as it was.
@@ -257,9 +246,6 @@ def train_base(ds: Dataset, video_ids: Iterable[str | Video], stream: str,
                     labels = torch.from_numpy(y_all[b[mine]]).to(device)
                     out = model(x, mask)
                     loss = video_loss(out, labels, background=model.background)
-                    if cfg["evidential_weight"] > 0:
-                        loss = loss + cfg["evidential_weight"] * evidential_loss(
-                            model, out, mask, labels, step / total_steps)
                     if use_targets:
                         tt = torch.full(mask.shape, -1, dtype=torch.long)
                         for j, t in enumerate(tgts):
@@ -274,7 +260,6 @@ def train_base(ds: Dataset, video_ids: Iterable[str | Video], stream: str,
                 opt.step()
                 if sched is not None:
                     sched.step()
-                step += 1
                 tot += part
                 n += len(b)
             losses.append(tot / n)
@@ -284,22 +269,6 @@ def train_base(ds: Dataset, video_ids: Iterable[str | Video], stream: str,
             "num_videos": len(ids), "feature_dim": dim, "classes": list(ds.classes),
             "stream": stream}
     return model, info
-
-
-def evidential_loss(model: BaseModel, out, mask: torch.Tensor, labels: torch.Tensor,
-                    progress: float) -> torch.Tensor:
-    """The ``evidential_weight`` term of one batch (scalar, a mean of per-video losses): the
-    evidential video loss on the top-k snippets by attention of the attention-suppressed
-    logits, plus, with a background class, :data:`EVIDENTIAL_GUIDE_RATIO` times the
-    uncertainty-guided attention loss at this ``progress`` (0 to 1) through training."""
-    C = model.num_classes
-    supp = suppressed_logits(out.logits, out.attention)
-    k = topk_counts(mask.sum(1), model.k_divisor)
-    loss = evidential_video_loss(topk_by_attention(supp, out.attention, mask, k)[:, :C], labels)
-    if model.background:
-        loss = loss + EVIDENTIAL_GUIDE_RATIO * uncertainty_guide_loss(
-            out.logits, out.attention, mask, C, progress)
-    return loss.mean()
 
 
 # -- inference -------------------------------------------------------------------------------
