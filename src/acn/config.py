@@ -27,6 +27,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "acn.class_source": ("predicted", "labels"),
     "acn.scp_threshold_mode": ("absolute", "relative"),
     "acn.proposals": ("anchors", "cas", "both"),
+    "acn.long_candidates": ("auto", "on", "off"),
     "acn.scp_source": ("stream", "mean"),
     "train.optimizer": ("sgd", "adam"),
     "localize.nms": ("greedy", "soft_gaussian", "soft_linear"),
@@ -95,6 +96,8 @@ def _typename(v: Any) -> str:
 # Older spellings still read: a run's config.yaml written before a key became a choice.
 ALIASES: dict[str, dict[Any, Any]] = {
     "localize.whole_video": {False: "off", True: "scored"},
+    # YAML reads a bare on / off as true / false
+    "acn.long_candidates": {False: "off", True: "on"},
 }
 
 

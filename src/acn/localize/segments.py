@@ -71,6 +71,21 @@ def cas_candidates(scp: np.ndarray, thresholds: Sequence[float], min_length: int
     return trip[:, 0].astype(np.int64), trip[:, 1], trip[:, 2]
 
 
+def smoothed_scp(scp: np.ndarray, fraction: float) -> np.ndarray:
+    """``(K, T)`` rows of ``scp`` averaged over a sliding window of ``fraction`` of the video
+    (``max(1, round(fraction * T))`` snippets, centred; the ends repeat the first and last
+    value), for ``acn.long_candidates``: where an activity fills most of a video its CAS dips
+    here and there, and only the smoothed CAS stays above a level over the whole of it."""
+    a = np.asarray(scp, dtype=np.float32)
+    K, T = a.shape
+    k = max(1, int(round(fraction * T)))
+    if k == 1 or K == 0 or T == 0:
+        return a.copy()
+    x = torch.from_numpy(np.ascontiguousarray(a))[:, None, :]         # (K, 1, T)
+    x = torch.nn.functional.pad(x, (k // 2, k - 1 - k // 2), mode="replicate")
+    return torch.nn.functional.avg_pool1d(x, k, stride=1)[:, 0].numpy()
+
+
 def regress_segments(starts: torch.Tensor, ends: torch.Tensor, T: int,
                      regressions: Mapping[int, torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
     """Move segment boundaries with the nearest-size anchor network (Eqs. 5-6).
