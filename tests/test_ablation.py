@@ -39,6 +39,9 @@ def test_ablate_writes_every_table(tiny_folder, tmp_path):
                     "ACN fused, Lc on the base models' embedding",
                     "ACN fused, Lc on the features z-scored per video",
                     "ACN fused, Lc on the raw features",
+                    "Long candidates (acn.long_candidates)",
+                    "ACN fused, candidates of the smoothed CAS off",
+                    "ACN fused, candidates of the smoothed CAS on",
                     "Attention term (localize.attention_weight)",
                     "ACN fused, attention weight 0", "ACN fused, attention weight 0.8",
                     "heldout"):
@@ -51,6 +54,10 @@ def test_ablate_writes_every_table(tiny_folder, tmp_path):
     own = [k for k in res["attention"] if k.endswith("(the run's)")]
     assert len(own) == 1
     assert res["attention"][own[0]] == res["streams"]["ACN fused"]
+    # one long-candidates row is the run's own setting, and it scores as the fused row
+    own = [k for k in res["long_candidates"] if "(the run's" in k]
+    assert len(own) == 1
+    assert res["long_candidates"][own[0]] == res["streams"]["ACN fused"]
     # the second stage's row came from base models trained again on pseudo-labels
     log = (out / "base_second_stage_1" / "train_log.json").read_text()
     assert '"round_1"' in log

@@ -6,7 +6,9 @@ and is evaluated on the test subset. A "Stages" table gives what each stage adds
 models' CAS thresholding and ACN on them, without and with the second stage
 (``second_stage.rounds``; base models trained again for the setting the config does not
 use), and a "Boundaries" table gives ACN fused with its CAS segments' boundaries inside
-snippets and on whole snippets (``acn.cas_subsnippet``, the same nets), and an "Lc
+snippets and on whole snippets (``acn.cas_subsnippet``, the same nets), a "Long candidates"
+table the same nets without and with the candidates of the smoothed CAS
+(``acn.long_candidates``), and an "Lc
 features" table the same nets' proposals scored with Lc on the base models' embedding, the
 features z-scored per video and the raw features (``acn.lc_features``), and an "Attention
 term" table the same nets at each of ``select.attention_weights`` (and the run's own
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from acn.data.features import Dataset
 from acn.fileio import ensure_dir, write_json, write_text
+from acn.localize.video import long_candidates_on
 from acn.pipeline import ACN
 from acn.selection import HELDOUT, carve_ids, carved_dataset, default_tious_for
 
@@ -148,6 +151,20 @@ def run_ablation(ds: Dataset, cfg: dict, out: Path, protocol: str | None = None,
         sections.append("## Boundaries (acn.cas_subsnippet)\n\n" + map_table(bound_rows))
         results["boundaries"] = {k: r.to_json() for k, r in bound_rows.items()}
         m.cfg["acn"]["cas_subsnippet"] = cfg["acn"]["cas_subsnippet"]
+
+    # Candidates of the smoothed CAS (acn.long_candidates): the same nets with them off and on
+    if cfg["acn"]["proposals"] in ("cas", "both"):
+        own_long = m.cfg["acn"]["long_candidates"]
+        resolved = "on" if long_candidates_on(m.cfg["acn"], m.cfg["localize"]) else "off"
+        long_rows = {}
+        for mode in ("off", "on"):
+            m.cfg["acn"]["long_candidates"] = mode
+            mark = f" (the run's: {own_long})" if mode == resolved else ""
+            long_rows[f"ACN fused, candidates of the smoothed CAS {mode}{mark}"] = ev(
+                m.localize(ds, ids, ["fused"], progress=progress)["fused"])
+        m.cfg["acn"]["long_candidates"] = own_long
+        sections.append("## Long candidates (acn.long_candidates)\n\n" + map_table(long_rows))
+        results["long_candidates"] = {k: r.to_json() for k, r in long_rows.items()}
 
     # Lc's features at test time: the base models' embedding, the input z-scored per video or
     # the raw input (acn.lc_features); the same trained nets, so only the scoring differs
