@@ -298,6 +298,9 @@ def test_whole_video_proposals_join_the_candidates_scored_by_minus_l(tiny, train
     model = copy.copy(model)
     model.cfg = copy.deepcopy(model.cfg)
     model.cfg["acn"]["regression"] = False
+    # the whole-video proposals alone (with whole-video proposals on, "auto" would also add
+    # the smoothed CAS's candidates: tests/test_long_candidates.py)
+    model.cfg["acn"]["long_candidates"] = "off"
     model.cfg["localize"].update(nms_iou=1.0, pre_nms_topk=10 ** 6, max_detections=10 ** 6,
                                  video_score_weight=0.0, whole_video=False)
     vid, rgb, flow, outs, mean, regs, joint_regs = _one_video_both_streams(model, tiny)
@@ -333,6 +336,7 @@ def test_whole_video_first_ranks_it_above_all_and_keeps_it_out_of_nms(tiny, trai
     model = copy.copy(model)
     model.cfg = copy.deepcopy(model.cfg)
     model.cfg["acn"]["regression"] = False
+    model.cfg["acn"]["long_candidates"] = "off"  # the whole-video proposals alone
     # a strict NMS: a whole-video proposal inside it would suppress most CAS segments
     model.cfg["localize"].update(nms_iou=0.1, video_score_weight=0.3, whole_video="off")
     vid, rgb, flow, outs, mean, regs, joint_regs = _one_video_both_streams(model, tiny)
