@@ -50,13 +50,15 @@ BASELINES = ("CAS both", "CAS both sub", "CAS both sub +att", "CAS flow", "CAS r
 #: inside snippets, ``acn.cas_subsnippet``) of the equal-mean CAS, ranked by the outer-inner
 #: contrast alone (alpha 1, no video-score or attention term, no SCP filter, no regression,
 #: NMS 0.4, as "CAS both"): the in-harness baseline with ACN's boundaries, so that what ACN's
-#: -L scoring adds is measured apart from what the sub-snippet boundaries add. "CAS both sub
+#: -L scoring adds is measured apart from what the sub-snippet boundaries add (ACN's valley
+#: term is off there too). "CAS both sub
 #: +att" is that row with the attention term (and its candidates) at the weight ACN chose:
 #: what the contrast gains from the attention alone, without the rest of ACN's scoring.
 CONTRAST_ONLY = {("acn", "alpha"): 1.0, ("acn", "regression"): False,
                  ("acn", "scp_threshold"): 0.0, ("localize", "video_score_weight"): 0.0,
                  ("localize", "rgb_weight"): 0.5, ("localize", "whole_video"): "off",
-                 ("localize", "nms_iou"): 0.4, ("localize", "attention_weight"): 0.0}
+                 ("localize", "nms_iou"): 0.4, ("localize", "attention_weight"): 0.0,
+                 ("localize", "valley"): "off"}
 
 
 def contrast_baseline(model: ACN, ds, ids: list[str], attention: bool = False) -> dict:

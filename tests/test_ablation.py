@@ -42,6 +42,8 @@ def test_ablate_writes_every_table(tiny_folder, tmp_path):
                     "Long candidates (acn.long_candidates)",
                     "ACN fused, candidates of the smoothed CAS off",
                     "ACN fused, candidates of the smoothed CAS on",
+                    "Valley term (localize.valley)", "ACN fused, valley term off",
+                    "ACN fused, valley term on",
                     "Attention term (localize.attention_weight)",
                     "ACN fused, attention weight 0", "ACN fused, attention weight 0.8",
                     "heldout"):
@@ -58,6 +60,10 @@ def test_ablate_writes_every_table(tiny_folder, tmp_path):
     own = [k for k in res["long_candidates"] if "(the run's" in k]
     assert len(own) == 1
     assert res["long_candidates"][own[0]] == res["streams"]["ACN fused"]
+    # and so is one valley row
+    own = [k for k in res["valley"] if "(the run's" in k]
+    assert len(own) == 1
+    assert res["valley"][own[0]] == res["streams"]["ACN fused"]
     # the second stage's row came from base models trained again on pseudo-labels
     log = (out / "base_second_stage_1" / "train_log.json").read_text()
     assert '"round_1"' in log

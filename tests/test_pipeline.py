@@ -337,6 +337,7 @@ def test_whole_video_first_ranks_it_above_all_and_keeps_it_out_of_nms(tiny, trai
     model.cfg = copy.deepcopy(model.cfg)
     model.cfg["acn"]["regression"] = False
     model.cfg["acn"]["long_candidates"] = "off"  # the whole-video proposals alone
+    model.cfg["localize"]["valley"] = "off"  # (auto: on with "off", off with "first")
     # a strict NMS: a whole-video proposal inside it would suppress most CAS segments
     model.cfg["localize"].update(nms_iou=0.1, video_score_weight=0.3, whole_video="off")
     vid, rgb, flow, outs, mean, regs, joint_regs = _one_video_both_streams(model, tiny)

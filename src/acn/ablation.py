@@ -8,7 +8,8 @@ models' CAS thresholding and ACN on them, without and with the second stage
 use), and a "Boundaries" table gives ACN fused with its CAS segments' boundaries inside
 snippets and on whole snippets (``acn.cas_subsnippet``, the same nets), a "Long candidates"
 table the same nets without and with the candidates of the smoothed CAS
-(``acn.long_candidates``), and an "Lc
+(``acn.long_candidates``), a "Valley term" table the same nets without and with the
+valley term (``localize.valley``), and an "Lc
 features" table the same nets' proposals scored with Lc on the base models' embedding, the
 features z-scored per video and the raw features (``acn.lc_features``), and an "Attention
 term" table the same nets at each of ``select.attention_weights`` (and the run's own
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from acn.data.features import Dataset
 from acn.fileio import ensure_dir, write_json, write_text
-from acn.localize.video import long_candidates_on
+from acn.localize.video import long_candidates_on, valley_weight
 from acn.pipeline import ACN
 from acn.selection import HELDOUT, carve_ids, carved_dataset, default_tious_for
 
@@ -165,6 +166,19 @@ def run_ablation(ds: Dataset, cfg: dict, out: Path, protocol: str | None = None,
         m.cfg["acn"]["long_candidates"] = own_long
         sections.append("## Long candidates (acn.long_candidates)\n\n" + map_table(long_rows))
         results["long_candidates"] = {k: r.to_json() for k, r in long_rows.items()}
+
+    # The valley term (localize.valley): the same nets with it off and on
+    own_valley = m.cfg["localize"].get("valley", "off")
+    resolved = "on" if valley_weight(m.cfg["localize"]) else "off"
+    valley_rows = {}
+    for mode in ("off", "on"):
+        m.cfg["localize"]["valley"] = mode
+        mark = f" (the run's: {own_valley})" if mode == resolved else ""
+        valley_rows[f"ACN fused, valley term {mode}{mark}"] = ev(
+            m.localize(ds, ids, ["fused"], progress=progress)["fused"])
+    m.cfg["localize"]["valley"] = own_valley
+    sections.append("## Valley term (localize.valley)\n\n" + map_table(valley_rows))
+    results["valley"] = {k: r.to_json() for k, r in valley_rows.items()}
 
     # Lc's features at test time: the base models' embedding, the input z-scored per video or
     # the raw input (acn.lc_features); the same trained nets, so only the scoring differs

@@ -36,6 +36,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "localize.joint_candidates": ("mean", "all"),
     "localize.short_videos": ("clip", "error"),
     "localize.whole_video": ("off", "scored", "first"),
+    "localize.valley": ("auto", "on", "off"),
     "base.attention": ("branch", "max_logit"),
     "base.pool": ("probs", "logits"),
     "base.lr_schedule": ("constant", "cosine"),
@@ -98,6 +99,7 @@ ALIASES: dict[str, dict[Any, Any]] = {
     "localize.whole_video": {False: "off", True: "scored"},
     # YAML reads a bare on / off as true / false
     "acn.long_candidates": {False: "off", True: "on"},
+    "localize.valley": {False: "off", True: "on"},
 }
 
 

@@ -77,13 +77,66 @@ def smoothed_scp(scp: np.ndarray, fraction: float) -> np.ndarray:
     value), for ``acn.long_candidates``: where an activity fills most of a video its CAS dips
     here and there, and only the smoothed CAS stays above a level over the whole of it."""
     a = np.asarray(scp, dtype=np.float32)
+    return window_mean(a, max(1, int(round(fraction * a.shape[1]))))
+
+
+def window_mean(scp: np.ndarray, k: int) -> np.ndarray:
+    """``(K, T)`` float32 rows of ``scp`` averaged over a centred window of ``k`` snippets
+    (the ends repeat the first and last value)."""
+    a = np.asarray(scp, dtype=np.float32)
     K, T = a.shape
-    k = max(1, int(round(fraction * T)))
-    if k == 1 or K == 0 or T == 0:
+    if k <= 1 or K == 0 or T == 0:
         return a.copy()
     x = torch.from_numpy(np.ascontiguousarray(a))[:, None, :]         # (K, 1, T)
     x = torch.nn.functional.pad(x, (k // 2, k - 1 - k // 2), mode="replicate")
     return torch.nn.functional.avg_pool1d(x, k, stride=1)[:, 0].numpy()
+
+
+def valley_depth(profile: np.ndarray, rows: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                 chunk: int = 1 << 20) -> np.ndarray:
+    """The deepest valley of each segment's row of ``profile`` inside it, relative to the
+    segment's peak (``localize.valley_weight``): a coherent action is one hump of its class's
+    CAS; a segment whose CAS falls and rises again inside it spans two instances (or an
+    instance and something else), where the sub-segments on either side are the better
+    proposals.
+
+    For the snippets ``x`` a segment overlaps (``floor(start)`` to ``ceil(end)``, at least
+    one), the valley at snippet t is ``min(max x[..t], max x[t..]) - x[t]``; the result is the
+    largest over t divided by ``max x`` (0 where that is not positive). A segment whose
+    profile only rises, only falls, or rises then falls has depth 0.
+
+    profile: ``(K, T)``; rows: ``(N,)`` int rows of ``profile``; starts/ends: ``(N,)``
+    snippets (float). Returns ``(N,)`` float64 in [0, 1]. Segments are gathered in padded
+    blocks of similar length (at most ``chunk`` values each), not looped over."""
+    x_all = np.asarray(profile, dtype=np.float64)
+    T = x_all.shape[1]
+    rows = np.asarray(rows, dtype=np.int64)
+    if T == 0 or len(rows) == 0:
+        return np.zeros(len(rows))
+    first = np.clip(np.floor(np.asarray(starts, dtype=np.float64)).astype(np.int64), 0,
+                    max(T - 1, 0))
+    stop = np.clip(np.ceil(np.asarray(ends, dtype=np.float64)).astype(np.int64), first + 1, T)
+    n = stop - first
+    out = np.zeros(len(rows))
+    order = np.argsort(n, kind="stable")
+    ns = n[order]
+    i = 0
+    while i < len(order):
+        # the longest run of (sorted) segments whose padded block stays within chunk values
+        size = np.arange(1, len(order) - i + 1) * ns[i:]  # nondecreasing
+        k = max(1, int(np.searchsorted(size, chunk, side="right")))
+        take, width = order[i:i + k], int(ns[i + k - 1])
+        i += k
+        offs = np.arange(width)
+        valid = offs[None] < n[take, None]
+        x = x_all[rows[take, None], np.minimum(first[take, None] + offs[None], T - 1)]
+        x = np.where(valid, x, -np.inf)  # padding: never a side's maximum
+        rise = np.maximum.accumulate(x, axis=1)
+        fall = np.maximum.accumulate(x[:, ::-1], axis=1)[:, ::-1]
+        depth = np.where(valid, np.minimum(rise, fall) - np.where(valid, x, 0.0), 0.0).max(1)
+        peak = rise[:, -1]
+        out[take] = np.where(peak > 0, depth / np.where(peak > 0, peak, 1.0), 0.0)
+    return np.clip(out, 0.0, 1.0)
 
 
 def regress_segments(starts: torch.Tensor, ends: torch.Tensor, T: int,

@@ -22,7 +22,7 @@ from acn.localize.nms import nms
 from acn.localize.proposals import score_video, select_classes
 from acn.localize.segments import (attention_contrast, attention_probability, cas_candidates,
                                    regress_segments, score_segments, scp_thresholds,
-                                   smoothed_scp)
+                                   smoothed_scp, valley_depth, window_mean)
 from acn.model.coherence import PrefixIntegral, feature_integral
 
 
@@ -88,7 +88,10 @@ def score_candidates(cfg: Mapping, feats: torch.Tensor | list[torch.Tensor], out
 
     With ``localize.attention_weight`` w > 0 every candidate's score gains w times its
     :func:`~acn.localize.segments.attention_contrast`, and (``localize.attention_candidates``)
-    the CAS segments of the SCP times the attention probability join the candidates.
+    the CAS segments of the SCP times the attention probability join the candidates. Where
+    :func:`valley_weight` is above 0 every candidate's score loses that weight times the
+    :func:`~acn.localize.segments.valley_depth` of its class's SCP (over
+    ``localize.valley_window`` snippets) inside it.
 
     Returns :data:`Scored` (segments in snippets), or None where no candidate is left.
     """
@@ -184,6 +187,13 @@ def score_candidates(cfg: Mapping, feats: torch.Tensor | list[torch.Tensor], out
     if att_w:
         sc = sc + att_w * attention_contrast(out.attention, seg[:, 0], seg[:, 1],
                                              acn["inflation"])
+    valley_w = valley_weight(loc)
+    if valley_w:
+        # a coherent action is one hump of its class's CAS; a valley inside a candidate
+        # splits it into two instances (the whole video, one proposal by design, is exempt)
+        depth = valley_depth(window_mean(out.scp, int(loc["valley_window"])), lab.numpy(),
+                             seg[:, 0].numpy(), seg[:, 1].numpy())
+        sc = sc - valley_w * torch.from_numpy(np.where(whole.numpy(), 0.0, depth))
     if whole_mode == "first" and bool(whole.any()):
         # the whole-video guess first, in the order of the video scores across videos, and
         # ACN's proposals after it: appended lower-ranked detections cannot lower a class's AP,
@@ -208,6 +218,25 @@ def long_candidates_on(acn: Mapping, loc: Mapping) -> bool:
             raise AcnError(f"acn.long_windows must be a list of fractions of the video's "
                            f"length in (0, 1], got {windows!r}")
     return on
+
+
+def valley_weight(loc: Mapping) -> float:
+    """The weight of the valley term (``localize.valley_weight`` where ``localize.valley`` is
+    on, else 0): ``auto`` is on where ``localize.whole_video`` is off, i.e. where the carved
+    split found actions short and apart (THUMOS14-like data, +0.3 to +1.7 mAP@0.5 on the
+    family's selection members); where actions fill the videos a long activity's CAS dips
+    inside it, and the term lost 1.4 there (docs/ablation.md, fourteenth round)."""
+    mode = loc.get("valley", "off")
+    on = (whole_video_mode(loc["whole_video"]) == "off") if mode == "auto" else mode == "on"
+    if not on:
+        return 0.0
+    w, k = loc.get("valley_weight"), loc.get("valley_window")
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0:
+        raise AcnError(f"localize.valley_weight must be a number >= 0, got {w!r}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise AcnError(f"localize.valley_window must be a whole number of snippets >= 1, "
+                       f"got {k!r}")
+    return float(w)
 
 
 def attention_weight(loc: Mapping) -> float:
