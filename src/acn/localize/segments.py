@@ -113,8 +113,7 @@ def valley_depth(profile: np.ndarray, rows: np.ndarray, starts: np.ndarray, ends
     rows = np.asarray(rows, dtype=np.int64)
     if T == 0 or len(rows) == 0:
         return np.zeros(len(rows))
-    first = np.clip(np.floor(np.asarray(starts, dtype=np.float64)).astype(np.int64), 0,
-                    max(T - 1, 0))
+    first = np.clip(np.floor(np.asarray(starts, dtype=np.float64)).astype(np.int64), 0, T - 1)
     stop = np.clip(np.ceil(np.asarray(ends, dtype=np.float64)).astype(np.int64), first + 1, T)
     n = stop - first
     out = np.zeros(len(rows))
