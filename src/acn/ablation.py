@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-
+from typing import Any, Callable
 
 from acn.data.features import Dataset
 from acn.fileio import ensure_dir, write_json, write_text
@@ -33,6 +33,24 @@ ALPHAS = (0.4, 0.5, 0.6, 0.7, 0.8)
 SCORINGS = (("coherence", "-Lc"), ("oic", "-L_OIC"), ("both", "-L"))
 LC_FEATURES = (("embedding", "the base models' embedding"),
                ("standardize", "the features z-scored per video"), ("raw", "the raw features"))
+
+
+def _off_and_on(m: ACN, key: tuple[str, str], resolved_on: bool, label: str,
+                localize: Callable[[], Any]) -> dict:
+    """Rows ``"ACN fused, {label} off|on"`` of the same nets with an auto/on/off setting
+    ``key`` forced each way (``localize()`` evaluates ``m`` as it is set); the row the run's
+    own setting resolves to (``resolved_on``) is marked. ``m.cfg`` is restored."""
+    sec, name = key
+    own = m.cfg[sec][name]
+    rows = {}
+    try:
+        for mode in ("off", "on"):
+            m.cfg[sec][name] = mode
+            mark = f" (the run's: {own})" if (mode == "on") == resolved_on else ""
+            rows[f"ACN fused, {label} {mode}{mark}"] = localize()
+    finally:
+        m.cfg[sec][name] = own
+    return rows
 
 
 def choose_protocol(ds: Dataset, subset: str) -> str:
@@ -155,28 +173,17 @@ def run_ablation(ds: Dataset, cfg: dict, out: Path, protocol: str | None = None,
 
     # Candidates of the smoothed CAS (acn.long_candidates): the same nets with them off and on
     if cfg["acn"]["proposals"] in ("cas", "both"):
-        own_long = m.cfg["acn"]["long_candidates"]
-        resolved = "on" if long_candidates_on(m.cfg["acn"], m.cfg["localize"]) else "off"
-        long_rows = {}
-        for mode in ("off", "on"):
-            m.cfg["acn"]["long_candidates"] = mode
-            mark = f" (the run's: {own_long})" if mode == resolved else ""
-            long_rows[f"ACN fused, candidates of the smoothed CAS {mode}{mark}"] = ev(
-                m.localize(ds, ids, ["fused"], progress=progress)["fused"])
-        m.cfg["acn"]["long_candidates"] = own_long
+        long_rows = _off_and_on(
+            m, ("acn", "long_candidates"), long_candidates_on(m.cfg["acn"], m.cfg["localize"]),
+            "candidates of the smoothed CAS",
+            lambda: ev(m.localize(ds, ids, ["fused"], progress=progress)["fused"]))
         sections.append("## Long candidates (acn.long_candidates)\n\n" + map_table(long_rows))
         results["long_candidates"] = {k: r.to_json() for k, r in long_rows.items()}
 
     # The valley term (localize.valley): the same nets with it off and on
-    own_valley = m.cfg["localize"].get("valley", "off")
-    resolved = "on" if valley_weight(m.cfg["localize"]) else "off"
-    valley_rows = {}
-    for mode in ("off", "on"):
-        m.cfg["localize"]["valley"] = mode
-        mark = f" (the run's: {own_valley})" if mode == resolved else ""
-        valley_rows[f"ACN fused, valley term {mode}{mark}"] = ev(
-            m.localize(ds, ids, ["fused"], progress=progress)["fused"])
-    m.cfg["localize"]["valley"] = own_valley
+    valley_rows = _off_and_on(
+        m, ("localize", "valley"), valley_weight(m.cfg["localize"]) > 0, "valley term",
+        lambda: ev(m.localize(ds, ids, ["fused"], progress=progress)["fused"]))
     sections.append("## Valley term (localize.valley)\n\n" + map_table(valley_rows))
     results["valley"] = {k: r.to_json() for k, r in valley_rows.items()}
 
