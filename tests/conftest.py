@@ -64,6 +64,30 @@ FAST_SET = [
 ]
 
 
+def one_class_video(scp: np.ndarray, seed: int = 0):
+    """Inputs of :func:`acn.localize.video.score_candidates` for one video of one class with
+    the given ``(1, T)`` SCP: two streams of random 5-d features, flat attention, video score
+    0.9. Returns ``(feats, out)``."""
+    from types import SimpleNamespace
+
+    import torch
+
+    rng = np.random.default_rng(seed)
+    T = scp.shape[1]
+    feats = [torch.from_numpy(rng.normal(size=(T, 5)).astype(np.float32)) for _ in range(2)]
+    out = SimpleNamespace(scp=scp, attention=np.zeros(T, np.float32),
+                          video_scores=np.array([0.9], np.float32))
+    return feats, out
+
+
+def score_one_video(cfg, feats, out):
+    """:func:`acn.localize.video.score_candidates` of one video from :func:`one_class_video`
+    (no regression, both streams weighted equally)."""
+    from acn.localize.video import score_candidates
+
+    return score_candidates(cfg, feats, out, {8: None}, float("-inf"), group_weights=[0.5, 0.5])
+
+
 @pytest.fixture()
 def fast_cfg():
     from acn.config import resolve

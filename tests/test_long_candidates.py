@@ -3,18 +3,17 @@ window mean, when they join the candidates, and what they add."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from acn.config import resolve
 from acn.errors import AcnError
 from acn.localize.segments import cas_candidates, smoothed_scp
-from acn.localize.video import long_candidates_on, score_candidates
+from acn.localize.video import long_candidates_on
+
+from conftest import one_class_video, score_one_video
 
 
 def brute_smooth(row: np.ndarray, k: int) -> np.ndarray:
@@ -47,20 +46,15 @@ def config(*extra: str) -> dict:
 def scene(T: int = 100, seed: int = 0):
     """One activity over [10, 90) whose CAS dips in three places: no level of the raw CAS
     gives one segment over the whole of it."""
-    rng = np.random.default_rng(seed)
     scp = np.full((1, T), 0.05, np.float32)
     scp[0, 10:90] = 0.9
     for d in (30, 50, 70):
         scp[0, d:d + 3] = 0.05
-    feats = [torch.from_numpy(rng.normal(size=(T, 5)).astype(np.float32)) for _ in range(2)]
-    out = SimpleNamespace(scp=scp, attention=np.zeros(T, np.float32),
-                          video_scores=np.array([0.9], np.float32))
-    return feats, out
+    return one_class_video(scp, seed)
 
 
 def segments(cfg, feats, out) -> set:
-    seg, _, lab, _ = score_candidates(cfg, feats, out, {8: None}, float("-inf"),
-                                      group_weights=[0.5, 0.5])
+    seg, _, lab, _ = score_one_video(cfg, feats, out)
     return {(int(c), round(float(a), 6), round(float(b), 6)) for (a, b), c in zip(seg, lab)}
 
 

@@ -3,18 +3,17 @@ properties, and what it does to the scores of candidates."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from acn.config import resolve
 from acn.errors import AcnError
 from acn.localize.segments import valley_depth, window_mean
-from acn.localize.video import score_candidates, valley_weight
+from acn.localize.video import valley_weight
+
+from conftest import one_class_video, score_one_video
 
 
 def brute_depth(profile: np.ndarray, rows, starts, ends) -> np.ndarray:
@@ -77,20 +76,15 @@ def config(*extra: str) -> dict:
 
 def scene(T: int = 60, seed: int = 0):
     """Two instances of one class, [10, 20) and [30, 40), with a clear gap between them."""
-    rng = np.random.default_rng(seed)
     scp = np.full((1, T), 0.05, np.float32)
     scp[0, 10:20] = 0.9
     scp[0, 20:30] = 0.3
     scp[0, 30:40] = 0.8
-    feats = [torch.from_numpy(rng.normal(size=(T, 5)).astype(np.float32)) for _ in range(2)]
-    out = SimpleNamespace(scp=scp, attention=np.zeros(T, np.float32),
-                          video_scores=np.array([0.9], np.float32))
-    return feats, out
+    return one_class_video(scp, seed)
 
 
 def scored(cfg, feats, out) -> dict:
-    seg, sc, lab, _ = score_candidates(cfg, feats, out, {8: None}, float("-inf"),
-                                       group_weights=[0.5, 0.5])
+    seg, sc, _, _ = score_one_video(cfg, feats, out)
     return {(round(float(a), 6), round(float(b), 6)): float(s) for (a, b), s in zip(seg, sc)}
 
 
