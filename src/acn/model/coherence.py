@@ -106,7 +106,10 @@ def coherence_term(features: PrefixIntegral | torch.Tensor, outer_start: torch.T
     band with one float64 GEMM per block of rows (O(T * span * D) once per video and stream,
     then O(1) per proposal, and a nearly free backward pass); ``"direct"`` forms the
     (chunk, D) region means (O(N * D)), cheaper when few proposals are scored; ``"auto"``
-    picks by a cost estimate. Both are exact in float64.
+    picks by a cost estimate. Both work in float64. The gram method reads each dot product
+    off differences of prefix-sum Gram entries, so where a region's mean is near the zero
+    vector its cosine loses digits (up to ~1e-6 over 180000 random proposals in the tests);
+    the direct method forms the means first and loses fewer.
 
     Args:
         features: (T, D) snippet features or a ``PrefixIntegral`` over them (then
